@@ -1,0 +1,10 @@
+"""keras_hash: deep learning to hash for Keras 3.
+
+HashNet and DHN models, losses and a continuation hash layer that train with
+``model.fit``; packed binary codes; a Hamming index and retrieval metrics;
+SavedModel and TFLite export whose output is packed codes.
+"""
+
+from keras_hash.codes import hamming_distance, pack_codes, unpack_codes
+
+__version__ = "0.1.0"
