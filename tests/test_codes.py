@@ -1,0 +1,178 @@
+"""Tests for keras_hash.codes: bit order, packing and Hamming distance."""
+
+import numpy as np
+import pytest
+
+from keras_hash import codes
+
+
+def _random_signs(rng, n, bits):
+    return rng.choice(np.array([-1, 1], np.int8), size=(n, bits))
+
+
+class TestPackCodes:
+    def test_bit_order_matches_numpy_packbits(self):
+        rng = np.random.default_rng(0)
+        bits01 = rng.integers(0, 2, size=(7, 24)).astype(np.uint8)
+        np.testing.assert_array_equal(
+            codes.pack_codes(bits01), np.packbits(bits01, axis=-1)
+        )
+
+    def test_hand_computed_byte(self):
+        # Bit i sits under mask 0x80 >> i: bits 1,0,1,0,1,1,0,1 -> 0b10101101.
+        z = np.array([[0.3, -1.2, 0.0, -0.1, 2.0, 1.0, -3.0, 0.5]])
+        packed = codes.pack_codes(z)
+        assert packed.dtype == np.uint8
+        np.testing.assert_array_equal(packed, [[0b10101101]])
+
+    def test_first_bit_is_most_significant_of_first_byte(self):
+        signs = -np.ones((1, 16), np.int8)
+        signs[0, 0] = 1
+        signs[0, 15] = 1
+        np.testing.assert_array_equal(codes.pack_codes(signs), [[0x80, 0x01]])
+
+    def test_signs_bits_and_reals_agree(self):
+        rng = np.random.default_rng(1)
+        signs = _random_signs(rng, 5, 32)
+        bits01 = (signs > 0).astype(np.uint8)
+        reals = signs * rng.uniform(0.1, 3.0, size=signs.shape)
+        expected = np.packbits(bits01, axis=-1)
+        for x in (signs, bits01, bits01.astype(bool), reals):
+            np.testing.assert_array_equal(codes.pack_codes(x), expected)
+
+    def test_zero_is_plus_one(self):
+        z = np.zeros((1, 8)) - np.array([0, 1, 0, 1, 0, 1, 0, 1]) * 0.5
+        np.testing.assert_array_equal(codes.pack_codes(z), [[0b10101010]])
+
+    def test_roundtrip_unpack(self):
+        rng = np.random.default_rng(2)
+        signs = _random_signs(rng, 9, 40)
+        unpacked = codes.unpack_codes(codes.pack_codes(signs), bits=40)
+        assert unpacked.dtype == np.int8
+        np.testing.assert_array_equal(unpacked, signs)
+
+    @pytest.mark.parametrize("shape", [(8,), (2, 3, 8)])
+    def test_rejects_non_matrix(self, shape):
+        with pytest.raises(ValueError, match="shape"):
+            codes.pack_codes(np.ones(shape))
+
+    def test_rejects_bits_not_multiple_of_8(self):
+        with pytest.raises(ValueError, match="multiple of 8.*12"):
+            codes.pack_codes(np.ones((2, 12)))
+
+    def test_rejects_nan(self):
+        x = np.ones((1, 8))
+        x[0, 3] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            codes.pack_codes(x)
+
+    def test_rejects_strings(self):
+        with pytest.raises(TypeError, match="dtype"):
+            codes.pack_codes(np.array([["a"] * 8]))
+
+
+class TestChecks:
+    @pytest.mark.parametrize("bits", [8, 64, np.int64(16)])
+    def test_check_bits_accepts(self, bits):
+        assert codes.check_bits(bits) == int(bits)
+
+    @pytest.mark.parametrize(
+        "bits, error, text",
+        [
+            (0, ValueError, "positive, got 0"),
+            (-8, ValueError, "-8"),
+            (12, ValueError, "multiple of 8.*got 12"),
+            (8.0, TypeError, "8.0"),
+            (True, TypeError, "True"),
+            ("8", TypeError, "'8'"),
+        ],
+    )
+    def test_check_bits_rejects(self, bits, error, text):
+        with pytest.raises(error, match=text):
+            codes.check_bits(bits)
+
+    def test_check_bits_unpacked_allows_any_positive(self):
+        assert codes.check_bits(12, packed=False) == 12
+
+    def test_check_packed_dtype(self):
+        with pytest.raises(TypeError, match="uint8.*int64"):
+            codes.check_packed(np.zeros((2, 8), np.int64))
+
+    def test_check_packed_ndim(self):
+        with pytest.raises(ValueError, match=r"\(8,\)"):
+            codes.check_packed(np.zeros(8, np.uint8))
+
+    def test_check_packed_width(self):
+        with pytest.raises(ValueError, match="3 bytes wide but 32-bit"):
+            codes.check_packed(np.zeros((2, 3), np.uint8), bits=32)
+
+    def test_check_packed_returns_contiguous(self):
+        x = np.zeros((4, 16), np.uint8)[:, ::2]
+        out = codes.check_packed(x, bits=64)
+        assert out.flags.c_contiguous
+
+
+class TestAsWords:
+    @pytest.mark.parametrize(
+        "width, dtype",
+        [
+            (8, np.uint64),
+            (16, np.uint64),
+            (4, np.uint32),
+            (12, np.uint32),
+            (2, np.uint16),
+            (6, np.uint16),
+            (3, np.uint8),
+        ],
+    )
+    def test_widest_word(self, width, dtype):
+        x = np.arange(5 * width, dtype=np.uint8).reshape(5, width)
+        words = codes.as_words(x)
+        assert words.dtype == dtype
+        np.testing.assert_array_equal(
+            np.bitwise_count(words).sum(1), np.bitwise_count(x).sum(1)
+        )
+
+
+class TestHammingDistance:
+    @pytest.mark.parametrize("bits", [8, 24, 64, 96, 128])
+    def test_equals_inner_product_formula(self, bits):
+        rng = np.random.default_rng(bits)
+        a = _random_signs(rng, 13, bits)
+        b = _random_signs(rng, 17, bits)
+        inner = a.astype(np.int64) @ b.astype(np.int64).T
+        expected = (bits - inner) // 2
+        got = codes.hamming_distance(codes.pack_codes(a), codes.pack_codes(b))
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, expected)
+
+    def test_equals_count_of_differing_signs(self):
+        rng = np.random.default_rng(3)
+        a, b = _random_signs(rng, 6, 16), _random_signs(rng, 4, 16)
+        expected = (a[:, None, :] != b[None, :, :]).sum(-1)
+        got = codes.hamming_distance(codes.pack_codes(a), codes.pack_codes(b))
+        np.testing.assert_array_equal(got, expected)
+
+    def test_hand_computed(self):
+        a = np.array([[0b11110000, 0x00]], np.uint8)
+        b = np.array([[0b00000000, 0xFF], [0b11110000, 0x00]], np.uint8)
+        np.testing.assert_array_equal(codes.hamming_distance(a, b), [[12, 0]])
+
+    def test_width_mismatch(self):
+        with pytest.raises(ValueError, match="2 bytes vs 3 bytes"):
+            codes.hamming_distance(
+                np.zeros((1, 2), np.uint8), np.zeros((1, 3), np.uint8)
+            )
+
+    def test_dtype_mismatch(self):
+        with pytest.raises(TypeError, match="float64"):
+            codes.hamming_distance(np.zeros((1, 2), np.uint8), np.zeros((1, 2)))
+
+
+def test_pack_codes_tensor_matches_numpy():
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(6, 32)).astype("float32")
+    z[0, :8] = 0.0
+    packed = keras.ops.convert_to_numpy(codes.pack_codes_tensor(z))
+    np.testing.assert_array_equal(packed, np.packbits(z >= 0, axis=-1))
