@@ -5,6 +5,11 @@ HashNet and DHN models, losses and a continuation hash layer that train with
 SavedModel and TFLite export whose output is packed codes.
 """
 
+from keras_hash import losses, schedules, similarity
 from keras_hash.codes import hamming_distance, pack_codes, unpack_codes
+from keras_hash.layers import HashLayer
+from keras_hash.losses import DHNLoss, HashNetLoss
+from keras_hash.models import DHN, HashModel, HashNet
+from keras_hash.schedules import BetaSchedule, ConstantBeta, HashNetContinuation
 
 __version__ = "0.1.0"

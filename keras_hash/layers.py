@@ -1,0 +1,124 @@
+"""The hash layer: a projection to K units squashed by ``tanh(beta * z)``."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_hash import schedules
+from keras_hash.codes import check_bits
+
+
+@keras.saving.register_keras_serializable(package="keras_hash")
+class HashLayer(keras.layers.Layer):
+    """Projects features to ``bits`` units and returns ``tanh(beta * z)``.
+
+    ``z = x W + b``. The scale ``beta`` is a non-trainable weight driven by a
+    schedule of the training step: HashNet's continuation makes it grow
+    (1 at step 0, about 7.1 at step 10,000) so that ``tanh(beta * z)`` tends
+    to ``sign(z)``. The layer keeps its own step counter, advanced once per
+    training call inside the compiled step, and recomputes ``beta`` from it;
+    both are saved with the model, so training resumes at the ``beta`` it
+    had. Outside training the last ``beta`` is used. Binary codes are
+    ``sign(z)`` with ``sign(0) = +1``: see :meth:`logits` and
+    :func:`keras_hash.codes.pack_codes`.
+
+    The output is float32 even under a mixed-precision policy, since the
+    pairwise losses need the precision.
+
+    ```python
+    features = keras.Input((512,))
+    codes = keras_hash.HashLayer(64)(features)  # continuation schedule
+    dhn_codes = keras_hash.HashLayer(64, beta_schedule=None)(features)  # tanh(z)
+    ```
+
+    Args:
+        bits: number of bits K.
+        beta_schedule: a :class:`keras_hash.schedules.BetaSchedule`, ``"hashnet"``
+            (the default: ``HashNetContinuation()``), a positive number (a
+            constant ``beta``) or ``None`` (constant 1).
+        kernel_initializer, bias_initializer, kernel_regularizer: as for
+            ``keras.layers.Dense``.
+    """
+
+    def __init__(
+        self,
+        bits: int,
+        beta_schedule="hashnet",
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.bits = check_bits(bits, packed=False)
+        self.beta_schedule = schedules.get(beta_schedule)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        features = input_shape[-1]
+        if features is None:
+            raise ValueError(
+                f"HashLayer needs a known feature size, got input shape {input_shape}"
+            )
+        self.kernel = self.add_weight(
+            shape=(features, self.bits),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            name="kernel",
+        )
+        self.bias = self.add_weight(
+            shape=(self.bits,), initializer=self.bias_initializer, name="bias"
+        )
+        self.beta = self.add_weight(
+            shape=(),
+            initializer=self._initial_beta,
+            trainable=False,
+            aggregation="only_first_replica",
+            name="beta",
+        )
+        self.iterations = self.add_weight(
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+            name="iterations",
+        )
+
+    def _initial_beta(self, shape, dtype=None):
+        return ops.cast(ops.reshape(self.beta_schedule(0), shape), dtype or "float32")
+
+    def logits(self, inputs):
+        """The pre-activation ``z`` (float32), whose sign gives the bits."""
+        z = ops.matmul(inputs, ops.cast(self.kernel, inputs.dtype))
+        return ops.cast(z + ops.cast(self.bias, z.dtype), "float32")
+
+    def call(self, inputs, training=None):
+        z = self.logits(inputs)
+        if training:
+            beta = ops.cast(self.beta_schedule(self.iterations), "float32")
+            self.beta.assign(beta)
+            self.iterations.assign_add(1)
+        else:
+            beta = ops.cast(self.beta, "float32")
+        return ops.tanh(beta * z)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.bits)
+
+    def compute_output_spec(self, inputs, training=None):
+        shape = (*inputs.shape[:-1], self.bits)
+        return keras.KerasTensor(shape, dtype="float32")
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "bits": self.bits,
+            "beta_schedule": keras.saving.serialize_keras_object(self.beta_schedule),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+        }

@@ -1,0 +1,185 @@
+"""HashNet and DHN: a feature backbone plus a hash head, trained with ``fit``."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_hash.codes import check_bits, pack_codes_tensor
+from keras_hash.layers import HashLayer
+from keras_hash.losses import DHNLoss, HashNetLoss
+
+
+class HashModel(keras.Model):
+    """A backbone that maps images to features, followed by a :class:`HashLayer`.
+
+    Calling the model gives the continuous codes ``tanh(beta * z)`` that the
+    pairwise losses train; :meth:`encode` gives packed binary codes. Use
+    :class:`HashNet` or :class:`DHN`, or subclass and set ``default_loss``.
+
+    Args:
+        backbone: any Keras model or layer mapping a batch of images to a batch
+            of feature vectors ``[N, D]``, e.g. a ``keras.applications`` net
+            with ``include_top=False, pooling="avg"``. Put the preprocessing
+            (rescaling, normalization) inside it so that exported models take
+            raw images.
+        bits: number of bits K (a multiple of 8 to :meth:`encode`).
+        beta_schedule: the hash layer's schedule for ``beta``.
+    """
+
+    default_loss = None
+
+    def __init__(self, backbone, bits: int, beta_schedule="hashnet", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(backbone, keras.layers.Layer):
+            raise TypeError(
+                f"backbone must be a Keras model or layer, got {type(backbone)!r}"
+            )
+        self.backbone = backbone
+        self.bits = check_bits(bits, packed=False)
+        self.hash_layer = HashLayer(self.bits, beta_schedule=beta_schedule, name="hash")
+
+    def call(self, inputs, training=None):
+        features = self.backbone(inputs, training=training)
+        return self.hash_layer(features, training=training)
+
+    def code_logits(self, images):
+        """The hash layer's pre-activation ``z`` (float32 ``[N, bits]``), inference mode."""
+        features = self.backbone(images, training=False)
+        return self.hash_layer.logits(features)
+
+    def packed_codes(self, images):
+        """Packed codes as a tensor (uint8 ``[N, bits // 8]``), for graphs and export."""
+        return pack_codes_tensor(self.code_logits(images))
+
+    def compile(self, optimizer="adam", loss="auto", **kwargs):
+        """Like ``keras.Model.compile``; ``loss="auto"`` uses the method's loss."""
+        if isinstance(loss, str) and loss == "auto":
+            loss = self.default_loss()
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips this for models that override compile(); we replay it.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def encode(self, images, batch_size: int = 256) -> np.ndarray:
+        """Encodes images to packed binary codes, uint8 ``[N, bits // 8]``.
+
+        Bit ``i`` is 1 where ``z_i >= 0``, in the bit order of
+        :func:`keras_hash.pack_codes`, so the result goes straight into a
+        :class:`keras_hash.HammingIndex`.
+
+        ```python
+        codes = model.encode(images)            # numpy uint8 [N, bits // 8]
+        index = keras_hash.HammingIndex(model.bits)
+        index.add(codes)
+        ```
+
+        Args:
+            images: a numpy array or tensor ``[N, ...]`` of the model's input
+                shape, or a ``tf.data.Dataset`` of image batches (or of
+                ``(images, labels)`` batches).
+            batch_size: batch size for arrays (ignored for datasets).
+        """
+        check_bits(self.bits)
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        encode_step = self._encode_function()
+        if isinstance(images, tf.data.Dataset):
+            batches = (b[0] if isinstance(b, tuple) else b for b in images)
+        else:
+            images = self._check_images(images)
+            batches = (
+                images[i : i + batch_size] for i in range(0, len(images), batch_size)
+            )
+        chunks = [encode_step(batch).numpy() for batch in batches]
+        if not chunks:
+            return np.zeros((0, self.bits // 8), np.uint8)
+        return np.concatenate(chunks, axis=0)
+
+    def _encode_function(self):
+        if getattr(self, "_encode_fn", None) is None:
+            self._encode_fn = tf.function(self.packed_codes, reduce_retracing=True)
+        return self._encode_fn
+
+    def _check_images(self, images):
+        images = np.asarray(images) if not tf.is_tensor(images) else images
+        expected = getattr(self.backbone, "input_shape", None)
+        if isinstance(expected, tuple) and len(expected) == len(images.shape):
+            for want, got in zip(expected[1:], images.shape[1:]):
+                if want is not None and want != got:
+                    raise ValueError(
+                        f"images have shape {tuple(images.shape)} but the backbone "
+                        f"expects {expected}"
+                    )
+        elif isinstance(expected, tuple):
+            raise ValueError(
+                f"images have shape {tuple(images.shape)} but the backbone "
+                f"expects {expected}"
+            )
+        return images
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "bits": self.bits,
+            "beta_schedule": keras.saving.serialize_keras_object(
+                self.hash_layer.beta_schedule
+            ),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        config["beta_schedule"] = keras.saving.deserialize_keras_object(
+            config["beta_schedule"]
+        )
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_hash")
+class HashNet(HashModel):
+    """HashNet (Cao et al., ICCV 2017): continuation hash layer + weighted loss.
+
+    ```python
+    backbone = keras.applications.ResNet50(include_top=False, pooling="avg")
+    model = keras_hash.HashNet(backbone, bits=48)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    model.fit(images, labels, batch_size=64, epochs=10)
+    codes = model.encode(images)  # uint8 [N, 6]
+    ```
+
+    Args:
+        backbone: a Keras model mapping images to features ``[N, D]``.
+        bits: number of bits K.
+        beta_schedule: defaults to HashNet's continuation
+            (``HashNetContinuation()``: 1, 0.005, 0.5, every 200 steps).
+    """
+
+    default_loss = HashNetLoss
+
+
+@keras.saving.register_keras_serializable(package="keras_hash")
+class DHN(HashModel):
+    """DHN (Zhu et al., AAAI 2016): ``tanh`` hash layer, cross-entropy + quantization.
+
+    ```python
+    model = keras_hash.DHN(backbone, bits=48)
+    model.compile(optimizer="adam")  # DHNLoss() unless told otherwise
+    ```
+
+    Args:
+        backbone: a Keras model mapping images to features ``[N, D]``.
+        bits: number of bits K.
+        beta_schedule: defaults to ``None``, a plain ``tanh(z)``.
+    """
+
+    default_loss = DHNLoss
+
+    def __init__(self, backbone, bits: int, beta_schedule=None, **kwargs):
+        super().__init__(backbone, bits, beta_schedule=beta_schedule, **kwargs)
