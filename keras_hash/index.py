@@ -1,0 +1,619 @@
+"""HammingIndex: exact k-NN and radius search over packed binary codes.
+
+Results are exact and deterministic: neighbours come by Hamming distance
+ascending, ties broken by id ascending, on every backend and thread count.
+
+Two backends give identical results:
+
+- ``"numpy"``, always there: XOR and ``np.bitwise_count`` over 64-bit words,
+  the database streamed in cache-sized blocks; k-NN keeps, per query, a
+  running distance threshold (the smallest distance with at least k items at
+  or below it) so that later blocks yield only the few items that can still
+  enter the top k, then one small sort by (distance, position) settles ties.
+- ``"faiss"`` (``pip install keras-hash[faiss]``): ``faiss.IndexBinaryFlat``.
+  Its exact heap scans the database in order and compares (distance, label)
+  pairs, so its k-NN ties come out by label. The backend checks this once per
+  process on a tie-heavy probe; should a FAISS build break ties otherwise, it
+  resolves the boundary exactly: it asks FAISS for the k-th distance ``t``,
+  then for every item within ``t`` (a range search) and keeps the k first by
+  (distance, position). Range search radii are inclusive here (FAISS's are
+  exclusive: the backend passes ``radius + 1``).
+
+Codes are kept sorted by id (a stable sort: ids are unique), so "position in
+the index" and "id" order agree and every tie rule is one on positions.
+
+File format (:meth:`HammingIndex.save`): an uncompressed ``.npz`` archive,
+read with ``allow_pickle=False``, holding ``header`` (UTF-8 JSON as uint8),
+``codes`` (uint8 ``[count, bits // 8]``) and ``ids`` (int64 ``[count]``,
+ascending). The header holds ``magic`` (``"keras_hash.HammingIndex"``),
+``format_version`` (1), ``bits``, ``count`` and ``sha256`` of the codes bytes
+followed by the ids bytes (little-endian). Files are written to a temporary
+file beside the target, then moved into place with ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_hash.codes import as_words, check_bits, check_packed
+
+MAGIC = "keras_hash.HammingIndex"
+FORMAT_VERSION = 1
+
+# Queries per numpy block, and database items per block: 32 x 4096 words of
+# 8 bytes is 1 MiB, so one block of XORs stays in L2 cache.
+_QUERY_BLOCK = 32
+_DB_BLOCK = 4096
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    """Radius-search results for many queries, in CSR layout (as FAISS).
+
+    The neighbours of query ``i`` are ``ids[lims[i]:lims[i + 1]]`` at
+    distances ``distances[lims[i]:lims[i + 1]]``, by distance then id.
+    Iterating yields one ``(distances, ids)`` pair per query; ``result[i]``
+    gives the pair of query ``i``.
+
+    Attributes:
+        lims: int64 ``[num_queries + 1]`` offsets.
+        distances: int32 ``[lims[-1]]`` Hamming distances.
+        ids: int64 ``[lims[-1]]`` ids.
+    """
+
+    lims: np.ndarray
+    distances: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lims) - 1
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.lims[i], self.lims[i + 1]
+        return self.distances[lo:hi], self.ids[lo:hi]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def counts(self) -> np.ndarray:
+        """Number of neighbours of each query (int64 ``[num_queries]``)."""
+        return np.diff(self.lims)
+
+
+class HammingIndex:
+    """Exact Hamming-distance index over packed binary codes.
+
+    Search is brute force and exact: results come by Hamming distance, ties
+    broken by id ascending, identical on the numpy and FAISS backends.
+
+    Example:
+
+    ```python
+    import numpy as np
+    import keras_hash
+
+    rng = np.random.default_rng(0)
+    database = rng.integers(0, 256, size=(10_000, 8), dtype=np.uint8)
+    index = keras_hash.HammingIndex(bits=64)
+    index.add(database)
+    distances, ids = index.search(database[:5], k=10)   # [5, 10] each
+    within = index.range_search(database[:5], radius=2)
+    d0, ids0 = within[0]                                 # neighbours of query 0
+    index.save("codes.khi")
+    same = keras_hash.HammingIndex.load("codes.khi")
+    ```
+
+    Args:
+        bits: code length K, a positive multiple of 8.
+        backend: ``"numpy"``, ``"faiss"`` (needs ``faiss-cpu``) or
+            ``"auto"`` (FAISS when importable, else numpy). Defaults to
+            ``"auto"``.
+    """
+
+    def __init__(self, bits: int, backend: str = "auto"):
+        self._bits = check_bits(bits)
+        self._backend_name = _resolve_backend(backend)
+        self._codes = np.zeros((0, self._bits // 8), np.uint8)
+        self._ids = np.zeros(0, np.int64)
+        self._backend = _make_backend(self._backend_name, self._bits)
+
+    @property
+    def bits(self) -> int:
+        """Code length K in bits."""
+        return self._bits
+
+    @property
+    def ntotal(self) -> int:
+        """Number of codes in the index."""
+        return len(self._ids)
+
+    @property
+    def backend(self) -> str:
+        """The backend in use, ``"numpy"`` or ``"faiss"``."""
+        return self._backend_name
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Ids of the stored codes, ascending (int64, a copy)."""
+        return self._ids.copy()
+
+    @property
+    def codes(self) -> np.ndarray:
+        """Stored packed codes in id order (uint8 ``[ntotal, bits // 8]``)."""
+        return self._codes.copy()
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    def __repr__(self) -> str:
+        return (
+            f"HammingIndex(bits={self._bits}, ntotal={self.ntotal}, "
+            f"backend={self._backend_name!r})"
+        )
+
+    def add(self, codes: np.ndarray, ids: np.ndarray | None = None) -> None:
+        """Adds packed codes, with ids or with the next free ones.
+
+        Args:
+            codes: uint8 ``[n, bits // 8]`` packed codes (see
+                :func:`keras_hash.pack_codes`).
+            ids: optional integer ``[n]`` ids, unique across the index.
+                Defaults to ``max(existing ids) + 1`` onwards (``0, 1, ...``
+                on an empty index).
+        """
+        codes = check_packed(codes, bits=self._bits)
+        ids = self._check_new_ids(ids, len(codes))
+        if len(ids) == 0:
+            return
+        appended = self.ntotal == 0 or ids[0] > self._ids[-1]
+        self._codes = np.concatenate([self._codes, codes])
+        self._ids = np.concatenate([self._ids, ids])
+        if appended and np.all(ids[1:] > ids[:-1]):
+            self._backend.append(codes)
+            return
+        order = np.argsort(self._ids, kind="stable")
+        self._ids, self._codes = self._ids[order], self._codes[order]
+        self._backend.reset(self._codes)
+
+    def reset(self) -> None:
+        """Removes every code."""
+        self._codes = self._codes[:0]
+        self._ids = self._ids[:0]
+        self._backend.reset(self._codes)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Finds the k nearest codes of each query.
+
+        Args:
+            queries: uint8 ``[q, bits // 8]`` packed codes.
+            k: number of neighbours, ``1 <= k <= ntotal``.
+
+        Returns:
+            ``(distances, ids)``: int32 and int64 arrays ``[q, k]``, each row
+            by distance ascending, ties by id ascending.
+        """
+        queries = self._check_queries(queries)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k must be an int, got {k!r}")
+        if not 1 <= k <= self.ntotal:
+            raise ValueError(
+                f"k must be between 1 and the index size {self.ntotal}, got {k}"
+            )
+        distances, positions = self._backend.knn(queries, int(k))
+        return distances, self._ids[positions]
+
+    def range_search(self, queries: np.ndarray, radius: int) -> RangeResult:
+        """Finds every code within a Hamming radius (inclusive) of each query.
+
+        Args:
+            queries: uint8 ``[q, bits // 8]`` packed codes.
+            radius: the largest distance returned, an int ``>= 0``.
+
+        Returns:
+            A :class:`RangeResult` (CSR ``lims``, ``distances``, ``ids``);
+            each query's neighbours come by distance, then id.
+        """
+        queries = self._check_queries(queries)
+        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
+            raise TypeError(f"radius must be an int, got {radius!r}")
+        if radius < 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        radius = min(int(radius), self._bits)
+        lims, distances, positions = self._backend.range(queries, radius)
+        return RangeResult(lims, distances, self._ids[positions])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the index to ``path`` atomically (format in the module doc)."""
+        payload = self._codes.tobytes() + self._ids.astype("<i8").tobytes()
+        header = {
+            "magic": MAGIC,
+            "format_version": FORMAT_VERSION,
+            "bits": self._bits,
+            "count": self.ntotal,
+            "sha256": hashlib.sha256(payload).hexdigest(),
+        }
+        arrays = {
+            "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
+            "codes": self._codes,
+            "ids": self._ids.astype("<i8"),
+        }
+        _write_atomically(os.fspath(path), arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, backend: str = "auto") -> HammingIndex:
+        """Reads an index written by :meth:`save`, checking it throughout.
+
+        Args:
+            path: the file.
+            backend: as in the constructor.
+
+        Raises:
+            ValueError: the file is not a HammingIndex file, or is truncated,
+                corrupt, or of an unknown format version.
+        """
+        path = os.fspath(path)
+        header, codes, ids = _read_checked(path)
+        index = cls(header["bits"], backend=backend)
+        if len(ids):
+            index.add(codes, ids)
+        return index
+
+    def _check_queries(self, queries: np.ndarray) -> np.ndarray:
+        queries = check_packed(queries, bits=self._bits, name="queries")
+        if self.ntotal == 0:
+            raise ValueError("the index is empty: add codes before searching")
+        return queries
+
+    def _check_new_ids(self, ids, n: int) -> np.ndarray:
+        if ids is None:
+            start = int(self._ids[-1]) + 1 if self.ntotal else 0
+            return np.arange(start, start + n, dtype=np.int64)
+        ids = np.asarray(ids)
+        if ids.shape != (n,):
+            raise ValueError(f"ids must have shape ({n},), got shape {ids.shape}")
+        if n and not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+        unique, counts = np.unique(np.concatenate([self._ids, ids]), return_counts=True)
+        if np.any(counts > 1):
+            raise ValueError(f"ids must be unique; repeated: {unique[counts > 1][:10]}")
+        return ids
+
+
+def _resolve_backend(backend: str) -> str:
+    if backend not in ("auto", "numpy", "faiss"):
+        raise ValueError(f"backend must be 'auto', 'numpy' or 'faiss', got {backend!r}")
+    if backend == "auto":
+        return "faiss" if _faiss_module() is not None else "numpy"
+    if backend == "faiss" and _faiss_module() is None:
+        raise ImportError(
+            "backend='faiss' needs faiss-cpu: pip install keras-hash[faiss]"
+        )
+    return backend
+
+
+@functools.cache
+def _faiss_module():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def _make_backend(name: str, bits: int):
+    if name == "faiss":
+        return _FaissBackend(bits)
+    return _NumpyBackend(bits)
+
+
+# ---------------------------------------------------------------------------
+# numpy backend
+
+
+class _NumpyBackend:
+    """Blocked XOR + popcount over word planes ``[words, N]``."""
+
+    def __init__(self, bits: int):
+        self.bits = bits
+        self.dtype = np.uint8 if bits < 255 else np.uint16
+        self._codes = np.zeros((0, bits // 8), np.uint8)
+        self._planes = None
+
+    def reset(self, codes: np.ndarray) -> None:
+        self._codes = codes
+        self._planes = None
+
+    def append(self, codes: np.ndarray) -> None:
+        self.reset(np.concatenate([self._codes, codes]))
+
+    def planes(self) -> np.ndarray:
+        if self._planes is None:
+            self._planes = np.ascontiguousarray(as_words(self._codes).T)
+        return self._planes
+
+    def knn(self, queries: np.ndarray, k: int):
+        planes = self.planes()
+        qplanes = np.ascontiguousarray(as_words(queries).T)
+        out_d = np.empty((len(queries), k), np.int32)
+        out_p = np.empty((len(queries), k), np.int64)
+        for q0 in range(0, len(queries), _QUERY_BLOCK):
+            chunk = slice(q0, q0 + _QUERY_BLOCK)
+            out_d[chunk], out_p[chunk] = self._knn_chunk(qplanes[:, chunk], planes, k)
+        return out_d, out_p
+
+    def _knn_chunk(self, qplanes, planes, k):
+        n_queries = qplanes.shape[1]
+        limit = np.full(n_queries, self.bits + 1, self.dtype)  # keep d < limit
+        found = _Candidates(n_queries, self.bits, k, self.dtype)
+        for j0, dist in _blocks(qplanes, planes, self.dtype):
+            mask = dist < limit[:, None]
+            found.extend(mask, dist, j0)
+            if found.size > 2 * k * n_queries:
+                limit = found.prune()
+        found.prune()
+        return found.top_k()
+
+    def range(self, queries: np.ndarray, radius: int):
+        planes = self.planes()
+        qplanes = np.ascontiguousarray(as_words(queries).T)
+        rows, dist, pos = [], [], []
+        for q0 in range(0, len(queries), _QUERY_BLOCK):
+            chunk = qplanes[:, q0 : q0 + _QUERY_BLOCK]
+            found = _Candidates(chunk.shape[1], self.bits, 0, self.dtype)
+            for j0, block in _blocks(chunk, planes, self.dtype):
+                found.extend(block <= radius, block, j0)
+            r, d, p = found.sorted()
+            rows.append(r + q0)
+            dist.append(d)
+            pos.append(p)
+        rows = np.concatenate(rows)
+        lims = np.zeros(len(queries) + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(queries)), out=lims[1:])
+        return lims, np.concatenate(dist).astype(np.int32), np.concatenate(pos)
+
+
+def _blocks(qplanes: np.ndarray, planes: np.ndarray, dtype):
+    """Yields ``(start, distances [q, block])`` over database blocks."""
+    n_words, n = planes.shape
+    xor = np.empty((qplanes.shape[1], min(_DB_BLOCK, n)), planes.dtype)
+    dist = np.empty(xor.shape, dtype)
+    count = np.empty(xor.shape, np.uint8)
+    for j0 in range(0, n, _DB_BLOCK):
+        width = min(_DB_BLOCK, n - j0)
+        x, d, c = xor[:, :width], dist[:, :width], count[:, :width]
+        for w in range(n_words):
+            np.bitwise_xor(qplanes[w, :, None], planes[w, None, j0 : j0 + width], out=x)
+            if w == 0:
+                np.bitwise_count(x, out=d, casting="unsafe")
+            else:
+                np.add(d, np.bitwise_count(x, out=c), out=d, casting="unsafe")
+        yield j0, d
+
+
+class _Candidates:
+    """Per-query candidate (distance, position) pairs, in scan order."""
+
+    def __init__(self, n_queries: int, bits: int, k: int, dtype):
+        self.n_queries, self.bits, self.k, self.dtype = n_queries, bits, k, dtype
+        self.rows, self.dist, self.pos = [], [], []
+        self.size = 0
+
+    def extend(self, mask: np.ndarray, dist: np.ndarray, start: int) -> None:
+        flat = np.flatnonzero(mask)
+        if flat.size == 0:
+            return
+        rows, cols = np.divmod(flat, mask.shape[1])
+        self.rows.append(rows)
+        self.dist.append(dist.ravel()[flat])
+        self.pos.append(cols + start)
+        self.size += flat.size
+
+    def _merged(self):
+        if not self.rows:
+            empty = np.zeros(0, np.int64)
+            return empty, empty.astype(self.dtype), empty
+        rows = np.concatenate(self.rows)
+        dist = np.concatenate(self.dist)
+        pos = np.concatenate(self.pos)
+        return rows, dist, pos
+
+    def prune(self) -> np.ndarray:
+        """Keeps what can still be in the top k; returns the strict limits.
+
+        ``t`` is the smallest distance with at least k candidates at or below
+        it. Candidates beyond ``t`` are out for good, and so is any later item
+        at distance ``t`` (k earlier items already rank before it).
+        """
+        rows, dist, pos = self._merged()
+        width = self.bits + 1
+        hist = np.bincount(rows * width + dist, minlength=self.n_queries * width)
+        cum = np.cumsum(hist.reshape(self.n_queries, width), axis=1)
+        enough = cum[:, -1] >= self.k
+        t = np.where(enough, np.argmax(cum >= self.k, axis=1), self.bits)
+        keep = dist <= t[rows]
+        self.rows, self.dist, self.pos = [rows[keep]], [dist[keep]], [pos[keep]]
+        self.size = int(keep.sum())
+        return np.where(enough, t, self.bits + 1).astype(self.dtype)
+
+    def sorted(self):
+        rows, dist, pos = self._merged()
+        order = np.lexsort((pos, dist, rows))
+        return rows[order], dist[order], pos[order]
+
+    def top_k(self):
+        rows, dist, pos = self.sorted()
+        starts = np.searchsorted(rows, np.arange(self.n_queries))
+        take = starts[:, None] + np.arange(self.k)
+        return dist[take].astype(np.int32), pos[take]
+
+
+# ---------------------------------------------------------------------------
+# FAISS backend
+
+
+class _FaissBackend:
+    """``faiss.IndexBinaryFlat`` whose labels are positions in the index."""
+
+    def __init__(self, bits: int):
+        self.bits = bits
+        self.faiss = _faiss_module()
+        self.index = self.faiss.IndexBinaryFlat(bits)
+        self.index.use_heap = True
+        self.exact_ties = None  # whether FAISS ranks k-NN ties by label
+
+    def reset(self, codes: np.ndarray) -> None:
+        self.index.reset()
+        self.append(codes)
+
+    def append(self, codes: np.ndarray) -> None:
+        if len(codes):
+            self.index.add(codes)
+
+    def knn(self, queries: np.ndarray, k: int):
+        distances, labels = self.index.search(queries, k)
+        distances, labels = _sort_rows(distances, labels, self.index.ntotal)
+        if self.exact_ties is None:
+            self.exact_ties = _faiss_ties_by_label()
+        if not self.exact_ties:
+            distances, labels = self._resolve_boundary(queries, distances, k)
+        return distances, labels
+
+    def _resolve_boundary(self, queries, distances, k):
+        """Exact top k from the k-th distance: every item within it, sorted."""
+        lims, dist, labels = self.range(queries, distances[:, -1])
+        take = lims[:-1, None] + np.arange(k)
+        return dist[take], labels[take]
+
+    def range(self, queries: np.ndarray, radius):
+        radii = np.broadcast_to(np.asarray(radius), len(queries))
+        parts = [self._range_one_radius(queries, radii, r) for r in np.unique(radii)]
+        rows = np.concatenate([p[0] for p in parts])
+        dist = np.concatenate([p[1] for p in parts])
+        labels = np.concatenate([p[2] for p in parts])
+        order = np.lexsort((labels, dist, rows))
+        lims = np.zeros(len(queries) + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(queries)), out=lims[1:])
+        return lims, dist[order].astype(np.int32), labels[order].astype(np.int64)
+
+    def _range_one_radius(self, queries, radii, radius):
+        which = np.flatnonzero(radii == radius)
+        # FAISS's radius is exclusive: distance < radius + 1 is distance <= radius.
+        lims, dist, labels = self.index.range_search(queries[which], int(radius) + 1)
+        rows = np.repeat(which, np.diff(lims).astype(np.int64))
+        return rows, dist, labels
+
+
+def _sort_rows(distances, labels, ntotal):
+    """Sorts each row by (distance, label); a no-op check when already so."""
+    key = distances.astype(np.int64) * max(ntotal, 1) + labels
+    if np.all(key[:, 1:] >= key[:, :-1]):
+        return distances, labels
+    order = np.argsort(key, axis=1, kind="stable")
+    return (
+        np.take_along_axis(distances, order, 1),
+        np.take_along_axis(labels, order, 1),
+    )
+
+
+@functools.cache
+def _faiss_ties_by_label() -> bool:
+    """Whether FAISS k-NN keeps, among ties at the k-th distance, the lowest labels.
+
+    Probed once per process on 8-bit codes (every distance tied hundreds of
+    times) against the numpy backend.
+    """
+    rng = np.random.default_rng(0)
+    database = rng.integers(0, 256, size=(3000, 1), dtype=np.uint8)
+    queries = rng.integers(0, 256, size=(40, 1), dtype=np.uint8)
+    index = _faiss_module().IndexBinaryFlat(8)
+    index.add(database)
+    got_d, got_l = index.search(queries, 700)
+    got_d, got_l = _sort_rows(got_d, got_l, len(database))
+    reference = _NumpyBackend(8)
+    reference.reset(database)
+    want_d, want_l = reference.knn(queries, 700)
+    return bool(np.array_equal(got_d, want_d) and np.array_equal(got_l, want_l))
+
+
+# ---------------------------------------------------------------------------
+# file format
+
+
+def _write_atomically(path: str, arrays: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".khi", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _read_checked(path: str):
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            missing = {"header", "codes", "ids"} - set(archive.files)
+            if missing:
+                raise ValueError(f"missing arrays {sorted(missing)}")
+            raw_header = archive["header"]
+            codes, ids = archive["codes"], archive["ids"]
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ValueError(f"{path!r} is not a readable HammingIndex file: {e}") from e
+    header = _parse_header(path, raw_header)
+    _check_payload(path, header, codes, ids)
+    return header, codes, ids
+
+
+def _parse_header(path: str, raw: np.ndarray) -> dict:
+    try:
+        header = json.loads(raw.astype(np.uint8).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path!r}: unreadable header: {e}") from e
+    if not isinstance(header, dict) or header.get("magic") != MAGIC:
+        raise ValueError(f"{path!r} is not a HammingIndex file (magic {header!r:.80})")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path!r}: unsupported format_version "
+            f"{header.get('format_version')!r} (this version reads {FORMAT_VERSION})"
+        )
+    for key, kind in (("bits", int), ("count", int), ("sha256", str)):
+        if not isinstance(header.get(key), kind):
+            raise ValueError(f"{path!r}: header field {key!r} is {header.get(key)!r}")
+    check_bits(header["bits"])
+    return header
+
+
+def _check_payload(path: str, header: dict, codes: np.ndarray, ids: np.ndarray):
+    bits, count = header["bits"], header["count"]
+    if codes.dtype != np.uint8 or codes.shape != (count, bits // 8):
+        raise ValueError(
+            f"{path!r}: codes are {codes.dtype} {codes.shape}, header says "
+            f"uint8 {(count, bits // 8)}"
+        )
+    if ids.dtype != np.dtype("<i8") or ids.shape != (count,):
+        raise ValueError(
+            f"{path!r}: ids are {ids.dtype} {ids.shape}, header says int64 ({count},)"
+        )
+    digest = hashlib.sha256(codes.tobytes() + ids.tobytes()).hexdigest()
+    if digest != header["sha256"]:
+        raise ValueError(
+            f"{path!r}: checksum mismatch (file {digest}, header {header['sha256']})"
+        )
