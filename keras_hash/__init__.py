@@ -7,6 +7,7 @@ SavedModel and TFLite export whose output is packed codes.
 
 from keras_hash import losses, schedules, similarity
 from keras_hash.codes import hamming_distance, pack_codes, unpack_codes
+from keras_hash.index import HammingIndex, RangeResult
 from keras_hash.layers import HashLayer
 from keras_hash.losses import DHNLoss, HashNetLoss
 from keras_hash.models import DHN, HashModel, HashNet
