@@ -93,8 +93,13 @@ def _prepare(labels, codes, ref_labels, ref_codes, row_offset):
 
 
 def _likelihood(codes, ref_codes, similarity, scale):
+    """``softplus(x) - s * x``, written ``softplus((1 - 2s) x)`` for ``s`` in {0, 1}.
+
+    The two are equal, but the second has no cancellation when ``s = 1`` and
+    ``x`` is large (float32 loses the whole value in ``softplus(x) - x``).
+    """
     x = scale * ops.matmul(codes, ops.transpose(ref_codes))
-    return stable_softplus(x) - similarity * x
+    return stable_softplus((1.0 - 2.0 * similarity) * x)
 
 
 def hashnet_loss(
