@@ -40,6 +40,13 @@ class HashModel(keras.Model):
         self.bits = check_bits(bits, packed=False)
         self.hash_layer = HashLayer(self.bits, beta_schedule=beta_schedule, name="hash")
 
+    def build(self, input_shape):
+        if not self.backbone.built:
+            self.backbone.build(input_shape)
+        features = self.backbone.compute_output_shape(input_shape)
+        self.hash_layer.build(features)
+        self.built = True
+
     def call(self, inputs, training=None):
         features = self.backbone(inputs, training=training)
         return self.hash_layer(features, training=training)
@@ -87,14 +94,18 @@ class HashModel(keras.Model):
         check_bits(self.bits)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        encode_step = self._encode_function()
         if isinstance(images, tf.data.Dataset):
+            spec = images.element_spec
+            spec = spec[0] if isinstance(spec, tuple) else spec
+            self._build_for(spec.shape)
             batches = (b[0] if isinstance(b, tuple) else b for b in images)
         else:
             images = self._check_images(images)
+            self._build_for(images.shape)
             batches = (
                 images[i : i + batch_size] for i in range(0, len(images), batch_size)
             )
+        encode_step = self._encode_function()
         chunks = [encode_step(batch).numpy() for batch in batches]
         if not chunks:
             return np.zeros((0, self.bits // 8), np.uint8)
@@ -104,6 +115,10 @@ class HashModel(keras.Model):
         if getattr(self, "_encode_fn", None) is None:
             self._encode_fn = tf.function(self.packed_codes, reduce_retracing=True)
         return self._encode_fn
+
+    def _build_for(self, images_shape):
+        if not self.built:
+            self.build((None, *images_shape[1:]))
 
     def _check_images(self, images):
         images = np.asarray(images) if not tf.is_tensor(images) else images

@@ -1,0 +1,73 @@
+"""MirroredStrategy over two logical CPUs must train like one device.
+
+conftest.py splits the CPU into two logical devices before TF starts.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_hash
+
+
+
+@pytest.fixture(scope="module")
+def strategy():
+    # One strategy for the module: collective instance keys are numbered per
+    # strategy, and two strategies in one process can collide on them.
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def make_model(cls):
+    keras.utils.set_random_seed(7)
+    backbone = keras.Sequential(
+        [keras.Input((10,)), keras.layers.Dense(12, activation="tanh")]
+    )
+    model = cls(backbone, bits=16)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    return model
+
+
+def data(n, seed=0, multi_label=False):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 10)).astype(np.float32)
+    if multi_label:
+        return x, (rng.random((n, 4)) < 0.4).astype(np.float32)
+    return x, rng.integers(0, 3, n)
+
+
+def one_step(model, x, y):
+    history = model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    return history.history["loss"][0], [w.numpy() for w in model.trainable_weights]
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("cls", [keras_hash.HashNet, keras_hash.DHN])
+def test_one_step_matches_single_device(cls, multi_label, strategy):
+    x, y = data(32, multi_label=multi_label)
+    single = make_model(cls)
+    before = [w.numpy() for w in single.trainable_weights]
+    loss_single, weights_single = one_step(single, x, y)
+
+    assert strategy.num_replicas_in_sync == 2
+    with strategy.scope():
+        mirrored = make_model(cls)
+    loss_mirrored, weights_mirrored = one_step(mirrored, x, y)
+
+    update = max(np.abs(a - b).max() for a, b in zip(weights_single, before))
+    assert update > 1e-3  # the step really moved the weights
+    for a, b in zip(weights_single, weights_mirrored):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert loss_mirrored == pytest.approx(loss_single, abs=1e-5)
+    assert int(mirrored.hash_layer.iterations.numpy()) == 1
+
+
+def test_short_and_empty_replica_batches_are_not_nan(strategy):
+    with strategy.scope():
+        model = make_model(keras_hash.HashNet)
+    x, y = data(17)  # 16 + a last batch of 1: one replica gets nothing
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert all(np.all(np.isfinite(w.numpy())) for w in model.trainable_weights)
+    assert int(model.hash_layer.iterations.numpy()) == 4

@@ -1,0 +1,113 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_hash
+
+
+def conv_backbone():
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+        ],
+        name="backbone",
+    )
+
+
+def images(n=20, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, 8, 8, 1)).astype(np.float32)
+
+
+def reference_codes(model, x):
+    """np.packbits of z >= 0, with z computed outside the model's encode path."""
+    features = model.backbone.predict(x, verbose=0)
+    kernel, bias = model.hash_layer.kernel.numpy(), model.hash_layer.bias.numpy()
+    z = features @ kernel + bias
+    return np.packbits(z >= 0, axis=-1)
+
+
+@pytest.mark.parametrize("cls", [keras_hash.HashNet, keras_hash.DHN])
+def test_encode_packs_the_sign_of_z(cls):
+    model = cls(conv_backbone(), bits=24)
+    x = images()
+    codes = model.encode(x, batch_size=7)
+    assert codes.dtype == np.uint8 and codes.shape == (20, 3)
+    np.testing.assert_array_equal(codes, reference_codes(model, x))
+
+
+def test_encode_accepts_datasets():
+    model = keras_hash.HashNet(conv_backbone(), bits=16)
+    x = images()
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(20))).batch(6)
+    np.testing.assert_array_equal(model.encode(dataset), reference_codes(model, x))
+
+
+def test_default_losses_and_schedules():
+    hashnet = keras_hash.HashNet(conv_backbone(), bits=16)
+    dhn = keras_hash.DHN(conv_backbone(), bits=16)
+    hashnet.compile()
+    dhn.compile()
+    assert isinstance(hashnet.loss, keras_hash.HashNetLoss)
+    assert isinstance(dhn.loss, keras_hash.DHNLoss)
+    assert isinstance(hashnet.hash_layer.beta_schedule,
+                      keras_hash.HashNetContinuation)
+    assert isinstance(dhn.hash_layer.beta_schedule, keras_hash.ConstantBeta)
+    hashnet.compile(loss=keras_hash.DHNLoss())
+    assert isinstance(hashnet.loss, keras_hash.DHNLoss)
+
+
+@pytest.mark.parametrize("cls", [keras_hash.HashNet, keras_hash.DHN])
+def test_keras_save_and_load_keep_codes_and_beta(cls, tmp_path):
+    model = cls(conv_backbone(), bits=16, beta_schedule=keras_hash.HashNetContinuation(
+        gamma=1.0, step_size=1))
+    model.compile(optimizer="adam")
+    x = images(32)
+    labels = np.arange(32) % 3
+    model.fit(x, labels, batch_size=8, epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    assert type(restored) is cls
+    assert float(restored.hash_layer.beta.numpy()) == float(model.hash_layer.beta.numpy())
+    assert float(restored.hash_layer.beta.numpy()) == pytest.approx(np.sqrt(4.0))
+    np.testing.assert_array_equal(restored.encode(x), model.encode(x))
+    assert type(restored.loss) is type(model.loss)
+    restored.fit(x, labels, batch_size=8, epochs=1, verbose=0)  # still trainable
+
+
+def test_encode_needs_bits_multiple_of_8():
+    model = keras_hash.DHN(conv_backbone(), bits=12)
+    model.compile()
+    model.fit(images(8), np.arange(8) % 2, verbose=0)  # 12 bits train fine
+    with pytest.raises(ValueError, match="multiple of 8"):
+        model.encode(images(4))
+
+
+def test_encode_rejects_wrong_image_shape():
+    model = keras_hash.HashNet(conv_backbone(), bits=16)
+    with pytest.raises(ValueError, match="expects"):
+        model.encode(np.zeros((3, 9, 8, 1), np.float32))
+    with pytest.raises(ValueError, match="expects"):
+        model.encode(np.zeros((3, 8, 8), np.float32))
+
+
+def test_encode_rejects_bad_batch_size():
+    model = keras_hash.HashNet(conv_backbone(), bits=16)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.encode(images(3), batch_size=0)
+
+
+def test_backbone_must_be_a_keras_layer():
+    with pytest.raises(TypeError, match="backbone"):
+        keras_hash.HashNet(lambda x: x, bits=16)
+
+
+def test_fit_with_multi_hot_labels():
+    model = keras_hash.HashNet(conv_backbone(), bits=16)
+    model.compile(optimizer="adam")
+    labels = (np.random.default_rng(3).random((16, 5)) < 0.4).astype(np.float32)
+    history = model.fit(images(16), labels, batch_size=8, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
