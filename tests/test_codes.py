@@ -6,6 +6,12 @@ import pytest
 from keras_hash import codes
 
 
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    """Overrides the conftest fixture: numpy-only tests need no Keras reset."""
+    yield
+
+
 def _random_signs(rng, n, bits):
     return rng.choice(np.array([-1, 1], np.int8), size=(n, bits))
 

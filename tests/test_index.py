@@ -10,6 +10,12 @@ import pytest
 from keras_hash.index import HammingIndex, RangeResult
 
 
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    """Overrides the conftest fixture: numpy-only tests need no Keras reset."""
+    yield
+
+
 def _faiss():
     return pytest.importorskip("faiss")
 

@@ -1,0 +1,421 @@
+"""Tests for keras_hash.evaluation against plain brute-force references."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from keras_hash import evaluation
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    """Overrides the conftest fixture: numpy-only tests need no Keras reset."""
+    yield
+
+
+# ---------------------------------------------------------------------------
+# reference: float inner products, a stable argsort and a loop per query
+
+
+def _signs(packed, bits):
+    return np.unpackbits(packed, axis=1, count=bits).astype(np.float64) * 2 - 1
+
+
+def _ref_distances(query_codes, database_codes):
+    bits = query_codes.shape[1] * 8
+    inner = _signs(query_codes, bits) @ _signs(database_codes, bits).T
+    return (bits - inner) / 2
+
+
+def _ref_relevance(query_labels, database_labels):
+    if query_labels.ndim == 1:
+        return query_labels[:, None] == database_labels[None, :]
+    return (query_labels.astype(float) @ database_labels.astype(float).T) > 0
+
+
+def _ref_ap(ranked_relevance, top_k):
+    rel = ranked_relevance[:top_k]
+    hits, total = 0, 0.0
+    for position, r in enumerate(rel, start=1):
+        if r:
+            hits += 1
+            total += hits / position
+    return (total / hits if hits else 0.0), hits > 0
+
+
+def _ref_rankings(
+    query_codes, query_labels, database_codes, database_labels, order=None
+):
+    """Per query: relevance in ranked order, ties broken by `order` rank."""
+    dist = _ref_distances(query_codes, database_codes)
+    rel = _ref_relevance(query_labels, database_labels)
+    tie_order = np.arange(dist.shape[1]) if order is None else np.asarray(order)
+    out = []
+    for i in range(len(dist)):
+        ranked = tie_order[np.argsort(dist[i][tie_order], kind="stable")]
+        out.append((rel[i][ranked], dist[i][ranked]))
+    return out
+
+
+def _ref_map(data, top_k=None, empty="zero", order=None):
+    aps = []
+    for ranked_rel, _ in _ref_rankings(**data, order=order):
+        ap, has = _ref_ap(ranked_rel, top_k or len(ranked_rel))
+        if has or empty == "zero":
+            aps.append(ap)
+    return float(np.mean(aps)) if aps else 0.0
+
+
+def _random_problem(seed, nq=30, n=400, bits=8, classes=5, multi_hot=False):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 256, size=(nq + n, bits // 8), dtype=np.uint8)
+    if multi_hot:
+        labels = (rng.random((nq + n, classes)) < 0.25).astype(np.int32)
+    else:
+        labels = rng.integers(0, classes, size=nq + n)
+        labels[:3] = classes + 10  # queries with no relevant item
+    return {
+        "query_codes": codes[:nq],
+        "query_labels": labels[:nq],
+        "database_codes": codes[nq:],
+        "database_labels": labels[nq:],
+    }
+
+
+def _pad_4_bits(rows):
+    """'111-' strings -> packed 8-bit codes, the 4 extra bits all +1."""
+    bits = [[1 if c == "1" else 0 for c in row] + [1, 1, 1, 1] for row in rows]
+    return np.packbits(np.array(bits, np.uint8), axis=1)
+
+
+@pytest.fixture
+def worked_example():
+    return {
+        "query_codes": _pad_4_bits(["1111", "111-", "11--"]),
+        "query_labels": np.array([0, 2, 3]),
+        "database_codes": _pad_4_bits(["1111", "111-", "111-", "--11", "----", "1---"]),
+        "database_labels": np.array([0, 1, 0, 2, 1, 2]),
+    }
+
+
+# ---------------------------------------------------------------------------
+# mean average precision
+
+
+class TestWorkedExample:
+    def test_ap_of_first_query(self, worked_example):
+        ap, has = evaluation.average_precisions(**worked_example, top_k=3)
+        assert ap[0] == pytest.approx(0.8333, abs=1e-4)
+        assert ap[0] == pytest.approx(5 / 6)
+        np.testing.assert_array_equal(has, [True, False, False])
+
+    def test_map_skip(self, worked_example):
+        got = evaluation.mean_average_precision(**worked_example, top_k=3, empty="skip")
+        assert got == pytest.approx(0.8333, abs=1e-4)
+
+    def test_map_zero(self, worked_example):
+        got = evaluation.mean_average_precision(**worked_example, top_k=3)
+        assert got == pytest.approx(0.2778, abs=1e-4)
+
+
+class TestIndexTies:
+    @pytest.mark.parametrize("bits", [8, 16, 64])
+    @pytest.mark.parametrize("top_k", [None, 1, 25, 399, 400, 10_000])
+    @pytest.mark.parametrize("empty", ["zero", "skip"])
+    def test_single_label(self, bits, top_k, empty):
+        data = _random_problem(bits, bits=bits)
+        got = evaluation.mean_average_precision(**data, top_k=top_k, empty=empty)
+        assert got == pytest.approx(_ref_map(data, top_k, empty), abs=1e-12)
+
+    @pytest.mark.parametrize("top_k", [None, 40])
+    def test_multi_hot(self, top_k):
+        data = _random_problem(3, bits=16, multi_hot=True, classes=70)
+        got = evaluation.mean_average_precision(**data, top_k=top_k)
+        assert got == pytest.approx(_ref_map(data, top_k), abs=1e-12)
+
+    def test_many_chunks(self, monkeypatch):
+        monkeypatch.setattr(evaluation, "_CHUNK_PAIRS", 1000)
+        data = _random_problem(4, nq=23, n=300)
+        for top_k in (None, 50):
+            got = evaluation.mean_average_precision(**data, top_k=top_k)
+            assert got == pytest.approx(_ref_map(data, top_k), abs=1e-12)
+
+    def test_tie_order_matters(self):
+        # Everything tied: index order decides, relevant item last or first.
+        data = {
+            "query_codes": np.zeros((1, 1), np.uint8),
+            "query_labels": np.array([1]),
+            "database_codes": np.zeros((4, 1), np.uint8),
+            "database_labels": np.array([0, 0, 0, 1]),
+        }
+        assert evaluation.mean_average_precision(**data) == pytest.approx(0.25)
+        data["database_labels"] = np.array([1, 0, 0, 0])
+        assert evaluation.mean_average_precision(**data) == pytest.approx(1.0)
+
+    def test_all_queries_empty_skip_gives_zero(self):
+        data = _random_problem(5)
+        data["query_labels"] = np.full(30, 99)
+        assert evaluation.mean_average_precision(**data, empty="skip") == 0.0
+
+
+class TestRandomTies:
+    def test_is_index_ties_on_the_seeded_permutation(self):
+        data = _random_problem(6)
+        order = np.random.default_rng(123).permutation(400)
+        for top_k in (None, 30):
+            got = evaluation.mean_average_precision(
+                **data, top_k=top_k, ties="random", seed=123
+            )
+            assert got == pytest.approx(_ref_map(data, top_k, order=order), abs=1e-12)
+
+    def test_deterministic_for_a_seed(self):
+        data = _random_problem(7)
+        a = evaluation.mean_average_precision(**data, ties="random", seed=5)
+        b = evaluation.mean_average_precision(**data, ties="random", seed=5)
+        assert a == b
+
+
+class TestExpectedTies:
+    @staticmethod
+    def _exhaustive(data, top_k, empty="zero"):
+        """Mean over every database order of the index-tie metric."""
+        n = len(data["database_labels"])
+        values = [
+            _ref_map(data, top_k, empty, order=np.array(perm))
+            for perm in itertools.permutations(range(n))
+        ]
+        return float(np.mean(values))
+
+    @pytest.mark.parametrize("top_k", [None, 1, 2, 3, 4, 6])
+    def test_against_all_orderings(self, top_k):
+        rng = np.random.default_rng(top_k or 0)
+        # 6 items over 3 distinct codes: big tie groups, cut at every size.
+        database_codes = rng.choice(np.array([0, 1, 3], np.uint8), size=(6, 1))
+        data = {
+            "query_codes": np.array([[0], [1], [3], [7]], np.uint8),
+            "query_labels": np.array([0, 1, 0, 1]),
+            "database_codes": database_codes,
+            "database_labels": rng.integers(0, 2, size=6),
+        }
+        got = evaluation.mean_average_precision(**data, top_k=top_k, ties="expected")
+        assert got == pytest.approx(self._exhaustive(data, top_k), abs=1e-12)
+
+    def test_per_query_against_all_orderings(self):
+        data = {
+            "query_codes": np.zeros((1, 1), np.uint8),
+            "query_labels": np.array([1]),
+            "database_codes": np.array([[0], [1], [1], [1], [1], [3], [3]], np.uint8),
+            "database_labels": np.array([0, 1, 0, 1, 0, 1, 1]),
+        }
+        for top_k in range(1, 8):
+            got = evaluation.mean_average_precision(
+                **data, top_k=top_k, ties="expected"
+            )
+            assert got == pytest.approx(self._exhaustive(data, top_k), abs=1e-12)
+
+    def test_skip_leaves_out_only_hopeless_queries(self):
+        data = {
+            "query_codes": np.zeros((2, 1), np.uint8),
+            "query_labels": np.array([1, 5]),
+            "database_codes": np.zeros((4, 1), np.uint8),
+            "database_labels": np.array([0, 0, 0, 1]),
+        }
+        # Query 0: the relevant item is in the top 2 half the time, AP 1 or 1/2.
+        ap, possible = evaluation.average_precisions(**data, top_k=2, ties="expected")
+        np.testing.assert_allclose(ap, [0.25 * 1 + 0.25 * 0.5, 0.0])
+        np.testing.assert_array_equal(possible, [True, False])
+        skip = evaluation.mean_average_precision(
+            **data, top_k=2, ties="expected", empty="skip"
+        )
+        assert skip == pytest.approx(0.375)
+
+    @pytest.mark.parametrize("top_k", [None, 60])
+    def test_mean_of_random_orders_converges(self, top_k):
+        data = _random_problem(8, nq=10, n=200, bits=8)
+        expected = evaluation.mean_average_precision(
+            **data, top_k=top_k, ties="expected"
+        )
+        samples = [
+            evaluation.mean_average_precision(
+                **data, top_k=top_k, ties="random", seed=s
+            )
+            for s in range(300)
+        ]
+        stderr = np.std(samples) / np.sqrt(len(samples))
+        assert abs(np.mean(samples) - expected) < 4 * stderr + 1e-12
+
+    def test_without_ties_equals_index(self):
+        # Database item i has i bits set: distances to 0 are all distinct.
+        rng = np.random.default_rng(9)
+        ones = rng.permutation(17)
+        bits = (np.arange(16)[None, :] < ones[:, None]).astype(np.uint8)
+        data = {
+            "query_codes": np.zeros((1, 2), np.uint8),
+            "query_labels": np.array([1]),
+            "database_codes": np.packbits(bits, axis=1),
+            "database_labels": rng.integers(0, 2, size=17),
+        }
+        for top_k in (None, 7):
+            a = evaluation.mean_average_precision(**data, top_k=top_k)
+            b = evaluation.mean_average_precision(**data, top_k=top_k, ties="expected")
+            assert a == pytest.approx(b, abs=1e-12)
+            assert a == pytest.approx(_ref_map(data, top_k), abs=1e-12)
+
+    def test_multi_hot_against_random_mean(self):
+        data = _random_problem(10, nq=8, n=120, bits=8, multi_hot=True)
+        expected = evaluation.mean_average_precision(**data, ties="expected")
+        samples = [
+            evaluation.mean_average_precision(**data, ties="random", seed=s)
+            for s in range(300)
+        ]
+        stderr = np.std(samples) / np.sqrt(len(samples))
+        assert abs(np.mean(samples) - expected) < 4 * stderr + 1e-12
+
+
+# ---------------------------------------------------------------------------
+# radius, curve and precision@n
+
+
+def _ref_radius(data, radius):
+    dist = _ref_distances(data["query_codes"], data["database_codes"])
+    rel = _ref_relevance(data["query_labels"], data["database_labels"])
+    precision, recall, empty = [], [], []
+    for d, r in zip(dist, rel, strict=True):
+        ball = d <= radius
+        hits = (ball & r).sum()
+        precision.append(hits / ball.sum() if ball.any() else 0.0)
+        recall.append(hits / r.sum() if r.any() else 0.0)
+        empty.append(not ball.any())
+    return np.mean(precision), np.mean(recall), np.mean(empty)
+
+
+class TestRadius:
+    @pytest.mark.parametrize("radius", [0, 1, 2, 5, 16, 40])
+    @pytest.mark.parametrize("multi_hot", [False, True])
+    def test_matches_reference(self, radius, multi_hot):
+        data = _random_problem(radius, bits=16, multi_hot=multi_hot)
+        got = evaluation.precision_at_radius(**data, radius=radius)
+        precision, recall, empty = _ref_radius(data, radius)
+        assert got.precision == pytest.approx(precision, abs=1e-12)
+        assert got.recall == pytest.approx(recall, abs=1e-12)
+        assert got.empty_fraction == pytest.approx(empty, abs=1e-12)
+        assert got.radius == radius
+
+    def test_default_radius_is_2_and_empty_counts_as_zero(self, worked_example):
+        got = evaluation.precision_at_radius(**worked_example)
+        # q0 ball {0,1,2,3}: 2 relevant of 4; q1 ball {0,1,2,5}: 1 of 4; q2: 0.
+        assert got.radius == 2
+        assert got.precision == pytest.approx((2 / 4 + 1 / 4 + 0) / 3)
+        assert got.empty_fraction == 0.0
+
+    def test_curve_matches_reference_at_every_radius(self):
+        data = _random_problem(11, bits=16)
+        curve = evaluation.precision_recall_curve(**data)
+        np.testing.assert_array_equal(curve.radii, np.arange(17))
+        for r in range(17):
+            precision, recall, empty = _ref_radius(data, r)
+            assert curve.precision[r] == pytest.approx(precision, abs=1e-12)
+            assert curve.recall[r] == pytest.approx(recall, abs=1e-12)
+            assert curve.empty_fraction[r] == pytest.approx(empty, abs=1e-12)
+
+
+class TestPrecisionAtN:
+    @pytest.mark.parametrize("n", [1, 10, 77, 400])
+    def test_index_ties(self, n):
+        data = _random_problem(n, bits=8)
+        want = np.mean([r[:n].mean() for r, _ in _ref_rankings(**data)])
+        got = evaluation.precision_at_n(**data, n=n)
+        assert got == pytest.approx(want, abs=1e-12)
+
+    def test_random_ties(self):
+        data = _random_problem(12, bits=8)
+        order = np.random.default_rng(3).permutation(400)
+        want = np.mean([r[:33].mean() for r, _ in _ref_rankings(**data, order=order)])
+        got = evaluation.precision_at_n(**data, n=33, ties="random", seed=3)
+        assert got == pytest.approx(want, abs=1e-12)
+
+    def test_expected_ties_against_all_orderings(self):
+        data = {
+            "query_codes": np.array([[0], [1]], np.uint8),
+            "query_labels": np.array([1, 0]),
+            "database_codes": np.array([[0], [1], [1], [1], [3], [3]], np.uint8),
+            "database_labels": np.array([0, 1, 0, 1, 1, 0]),
+        }
+        for n in range(1, 7):
+            values = [
+                np.mean([r[:n].mean() for r, _ in _ref_rankings(**data, order=p)])
+                for p in itertools.permutations(range(6))
+            ]
+            got = evaluation.precision_at_n(**data, n=n, ties="expected")
+            assert got == pytest.approx(np.mean(values), abs=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# bad input
+
+
+class TestBadInput:
+    @pytest.fixture
+    def data(self):
+        return _random_problem(13, nq=4, n=20, bits=16)
+
+    def test_widths_disagree(self, data):
+        data["database_codes"] = np.zeros((20, 4), np.uint8)
+        with pytest.raises(ValueError, match="2 bytes wide, database_codes 4"):
+            evaluation.mean_average_precision(**data)
+
+    def test_dtype(self, data):
+        data["query_codes"] = data["query_codes"].astype(np.int32)
+        with pytest.raises(TypeError, match="query_codes.*int32"):
+            evaluation.mean_average_precision(**data)
+
+    def test_empty_database(self, data):
+        data["database_codes"] = data["database_codes"][:0]
+        data["database_labels"] = data["database_labels"][:0]
+        with pytest.raises(ValueError, match="database_codes is empty"):
+            evaluation.precision_at_radius(**data)
+
+    def test_label_count(self, data):
+        data["database_labels"] = data["database_labels"][:19]
+        with pytest.raises(
+            ValueError, match="database_labels has 19 rows but there are 20"
+        ):
+            evaluation.mean_average_precision(**data)
+
+    def test_label_kinds_disagree(self, data):
+        data["query_labels"] = np.eye(5, dtype=int)[data["query_labels"] % 5]
+        with pytest.raises(ValueError, match=r"disagree: shapes \(4, 5\) and \(20,\)"):
+            evaluation.mean_average_precision(**data)
+
+    def test_float_class_ids(self, data):
+        data["query_labels"] = data["query_labels"] + 0.5
+        with pytest.raises(TypeError, match="float64"):
+            evaluation.mean_average_precision(**data)
+
+    @pytest.mark.parametrize(
+        "bad, error", [(0, ValueError), (-3, ValueError), (2.0, TypeError)]
+    )
+    def test_top_k(self, data, bad, error):
+        with pytest.raises(error, match="top_k"):
+            evaluation.mean_average_precision(**data, top_k=bad)
+
+    def test_ties(self, data):
+        with pytest.raises(ValueError, match="'stable'"):
+            evaluation.mean_average_precision(**data, ties="stable")
+
+    def test_empty(self, data):
+        with pytest.raises(ValueError, match="'drop'"):
+            evaluation.mean_average_precision(**data, empty="drop")
+
+    def test_negative_radius(self, data):
+        with pytest.raises(ValueError, match="radius must be >= 0, got -2"):
+            evaluation.precision_at_radius(**data, radius=-2)
+
+    def test_n_too_large(self, data):
+        with pytest.raises(ValueError, match="n=21 exceeds the database size 20"):
+            evaluation.precision_at_n(**data, n=21)
+
+    def test_keyword_only(self, data):
+        with pytest.raises(TypeError):
+            evaluation.mean_average_precision(*data.values())
