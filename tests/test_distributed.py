@@ -11,7 +11,6 @@ import tensorflow as tf
 import keras_hash
 
 
-
 @pytest.fixture(scope="module")
 def strategy():
     # One strategy for the module: collective instance keys are numbered per

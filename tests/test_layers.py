@@ -20,16 +20,18 @@ def test_output_is_tanh_of_beta_times_projection():
     x = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
     out = keras.ops.convert_to_numpy(layer(x))
     kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
-    np.testing.assert_allclose(out, np.tanh(2.5 * (x @ kernel + bias)), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        out, np.tanh(2.5 * (x @ kernel + bias)), rtol=1e-5, atol=1e-6
+    )
     z = keras.ops.convert_to_numpy(layer.logits(x))
     np.testing.assert_allclose(z, x @ kernel + bias, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("steps_per_execution", [1, 6])
 def test_fit_advances_beta_inside_the_compiled_step(steps_per_execution):
-    schedule = schedules.HashNetContinuation(init=1.0, gamma=0.5, power=1.0,
-                                             step_size=2)
+    schedule = schedules.HashNetContinuation(
+        init=1.0, gamma=0.5, power=1.0, step_size=2
+    )
     layer = keras_hash.HashLayer(8, beta_schedule=schedule)
     model = small_model(layer)
     model.compile("sgd", "mse", steps_per_execution=steps_per_execution)
@@ -75,8 +77,10 @@ def test_mixed_precision_output_is_float32():
 
 def test_config_round_trip():
     layer = keras_hash.HashLayer(
-        24, beta_schedule=schedules.HashNetContinuation(gamma=0.01),
-        kernel_regularizer="l2", name="h",
+        24,
+        beta_schedule=schedules.HashNetContinuation(gamma=0.01),
+        kernel_regularizer="l2",
+        name="h",
     )
     restored = keras_hash.HashLayer.from_config(layer.get_config())
     assert restored.bits == 24

@@ -27,8 +27,9 @@ def pair_terms(labels, codes, ref_labels, ref_codes, scale, offset):
     return np.logaddexp(0.0, x) - s * x, s, mask
 
 
-def reference_hashnet(labels, codes, ref_labels=None, ref_codes=None, alpha=None,
-                      offset=0):
+def reference_hashnet(
+    labels, codes, ref_labels=None, ref_codes=None, alpha=None, offset=0
+):
     """Cao et al. 2017: w_ij = |S|/|S1| (similar), |S|/|S0| (dissimilar)."""
     if ref_codes is None:
         ref_labels, ref_codes = labels, codes
@@ -79,8 +80,9 @@ def test_dhn_rows_match_reference(multi_label):
     labels, codes = random_case(3, multi_label=multi_label)
     expected_rows, objective = reference_dhn(labels, codes, scale=0.7, lam=0.3)
     rows = losses.dhn_loss(labels, codes, scale=0.7, quantization_weight=0.3)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(rows), expected_rows,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(rows), expected_rows, rtol=1e-5
+    )
     loss = keras_hash.DHNLoss(scale=0.7, quantization_weight=0.3)(labels, codes)
     assert float(loss) == pytest.approx(objective, rel=1e-5)
 
@@ -92,7 +94,8 @@ def test_alpha_defaults_to_ten_over_bits():
     np.testing.assert_allclose(default, explicit, rtol=1e-7)
     np.testing.assert_allclose(
         losses.hashnet_loss(labels, codes, alpha=2.0),
-        reference_hashnet(labels, codes, alpha=2.0)[0], rtol=1e-5,
+        reference_hashnet(labels, codes, alpha=2.0)[0],
+        rtol=1e-5,
     )
 
 
@@ -103,8 +106,9 @@ def test_reference_columns_and_self_pairs():
     np.testing.assert_allclose(rows, expected, rtol=1e-5)
     # Without an offset the columns are other items: no pair is left out.
     rows = losses.hashnet_loss(labels[:4], codes[:4], labels[4:], codes[4:])
-    expected, _ = reference_hashnet(labels[:4], codes[:4], labels[4:], codes[4:],
-                                    offset=None)
+    expected, _ = reference_hashnet(
+        labels[:4], codes[:4], labels[4:], codes[4:], offset=None
+    )
     np.testing.assert_allclose(rows, expected, rtol=1e-5)
 
 
@@ -149,8 +153,9 @@ def test_large_magnitudes_stay_finite(loss_cls):
     grad = tape.gradient(loss, variable).numpy()
     assert np.isfinite(float(loss)) and np.all(np.isfinite(grad))
     if loss_cls is keras_hash.HashNetLoss:
-        assert float(loss) == pytest.approx(reference_hashnet(labels, codes)[1],
-                                            rel=1e-5)
+        assert float(loss) == pytest.approx(
+            reference_hashnet(labels, codes)[1], rel=1e-5
+        )
     else:
         assert float(loss) == pytest.approx(reference_dhn(labels, codes)[1], rel=1e-5)
 
@@ -179,8 +184,9 @@ def test_empty_and_single_row_batches_are_not_nan(loss_cls, n):
 def test_all_pairs_similar_has_no_nan():
     codes = random_case(11)[1]
     loss = float(keras_hash.HashNetLoss()(np.zeros(12, int), codes))
-    assert loss == pytest.approx(reference_hashnet(np.zeros(12, int), codes)[1],
-                                 rel=1e-5)
+    assert loss == pytest.approx(
+        reference_hashnet(np.zeros(12, int), codes)[1], rel=1e-5
+    )
 
 
 def test_label_count_mismatch_raises():
@@ -208,9 +214,12 @@ def test_nan_codes_raise():
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: keras_hash.HashNetLoss(alpha=0.0),
-             lambda: keras_hash.DHNLoss(scale=-1.0),
-             lambda: keras_hash.DHNLoss(quantization_weight=-0.1)],
+    "make",
+    [
+        lambda: keras_hash.HashNetLoss(alpha=0.0),
+        lambda: keras_hash.DHNLoss(scale=-1.0),
+        lambda: keras_hash.DHNLoss(quantization_weight=-0.1),
+    ],
 )
 def test_bad_hyperparameters_raise(make):
     with pytest.raises(ValueError):

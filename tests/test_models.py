@@ -52,8 +52,7 @@ def test_default_losses_and_schedules():
     dhn.compile()
     assert isinstance(hashnet.loss, keras_hash.HashNetLoss)
     assert isinstance(dhn.loss, keras_hash.DHNLoss)
-    assert isinstance(hashnet.hash_layer.beta_schedule,
-                      keras_hash.HashNetContinuation)
+    assert isinstance(hashnet.hash_layer.beta_schedule, keras_hash.HashNetContinuation)
     assert isinstance(dhn.hash_layer.beta_schedule, keras_hash.ConstantBeta)
     hashnet.compile(loss=keras_hash.DHNLoss())
     assert isinstance(hashnet.loss, keras_hash.DHNLoss)
@@ -61,8 +60,11 @@ def test_default_losses_and_schedules():
 
 @pytest.mark.parametrize("cls", [keras_hash.HashNet, keras_hash.DHN])
 def test_keras_save_and_load_keep_codes_and_beta(cls, tmp_path):
-    model = cls(conv_backbone(), bits=16, beta_schedule=keras_hash.HashNetContinuation(
-        gamma=1.0, step_size=1))
+    model = cls(
+        conv_backbone(),
+        bits=16,
+        beta_schedule=keras_hash.HashNetContinuation(gamma=1.0, step_size=1),
+    )
     model.compile(optimizer="adam")
     x = images(32)
     labels = np.arange(32) % 3
@@ -71,7 +73,9 @@ def test_keras_save_and_load_keep_codes_and_beta(cls, tmp_path):
     model.save(path)
     restored = keras.saving.load_model(path, safe_mode=True)
     assert type(restored) is cls
-    assert float(restored.hash_layer.beta.numpy()) == float(model.hash_layer.beta.numpy())
+    assert float(restored.hash_layer.beta.numpy()) == float(
+        model.hash_layer.beta.numpy()
+    )
     assert float(restored.hash_layer.beta.numpy()) == pytest.approx(np.sqrt(4.0))
     np.testing.assert_array_equal(restored.encode(x), model.encode(x))
     assert type(restored.loss) is type(model.loss)

@@ -24,7 +24,9 @@ def test_hashnet_continuation_at_10000_is_about_7_14():
 
 
 def test_custom_parameters():
-    schedule = schedules.HashNetContinuation(init=2.0, gamma=0.1, power=1.0, step_size=5)
+    schedule = schedules.HashNetContinuation(
+        init=2.0, gamma=0.1, power=1.0, step_size=5
+    )
     assert float(schedule(12)) == pytest.approx(reference_beta(12, 2.0, 0.1, 1.0, 5))
 
 
@@ -34,15 +36,20 @@ def test_constant_beta():
 
 @pytest.mark.parametrize(
     "identifier, expected",
-    [(None, schedules.ConstantBeta), (2.5, schedules.ConstantBeta),
-     ("hashnet", schedules.HashNetContinuation)],
+    [
+        (None, schedules.ConstantBeta),
+        (2.5, schedules.ConstantBeta),
+        ("hashnet", schedules.HashNetContinuation),
+    ],
 )
 def test_get_resolves_identifiers(identifier, expected):
     assert isinstance(schedules.get(identifier), expected)
 
 
 def test_serialization_round_trip():
-    schedule = schedules.HashNetContinuation(init=1.5, gamma=0.01, power=0.7, step_size=3)
+    schedule = schedules.HashNetContinuation(
+        init=1.5, gamma=0.01, power=0.7, step_size=3
+    )
     config = keras.saving.serialize_keras_object(schedule)
     restored = keras.saving.deserialize_keras_object(config)
     assert isinstance(restored, schedules.HashNetContinuation)
