@@ -52,12 +52,12 @@ class HashModel(keras.Model):
         return self.hash_layer(features, training=training)
 
     def code_logits(self, images):
-        """The hash layer's pre-activation ``z`` (float32 ``[N, bits]``), inference mode."""
+        """The hash layer's pre-activation ``z``, float32 ``[N, bits]`` (inference)."""
         features = self.backbone(images, training=False)
         return self.hash_layer.logits(features)
 
     def packed_codes(self, images):
-        """Packed codes as a tensor (uint8 ``[N, bits // 8]``), for graphs and export."""
+        """Packed codes as a uint8 tensor ``[N, bits // 8]``, for graphs and export."""
         return pack_codes_tensor(self.code_logits(images))
 
     def compile(self, optimizer="adam", loss="auto", **kwargs):
@@ -121,16 +121,9 @@ class HashModel(keras.Model):
             self.build((None, *images_shape[1:]))
 
     def _check_images(self, images):
-        images = np.asarray(images) if not tf.is_tensor(images) else images
+        images = images if tf.is_tensor(images) else np.asarray(images)
         expected = getattr(self.backbone, "input_shape", None)
-        if isinstance(expected, tuple) and len(expected) == len(images.shape):
-            for want, got in zip(expected[1:], images.shape[1:]):
-                if want is not None and want != got:
-                    raise ValueError(
-                        f"images have shape {tuple(images.shape)} but the backbone "
-                        f"expects {expected}"
-                    )
-        elif isinstance(expected, tuple):
+        if isinstance(expected, tuple) and not _shape_matches(expected, images.shape):
             raise ValueError(
                 f"images have shape {tuple(images.shape)} but the backbone "
                 f"expects {expected}"
@@ -155,6 +148,15 @@ class HashModel(keras.Model):
             config["beta_schedule"]
         )
         return cls(**config)
+
+
+def _shape_matches(expected, shape) -> bool:
+    if len(expected) != len(shape):
+        return False
+    return all(
+        want is None or want == got
+        for want, got in zip(expected[1:], shape[1:], strict=True)
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_hash")

@@ -54,9 +54,11 @@ def test_one_step_matches_single_device(cls, multi_label, strategy):
         mirrored = make_model(cls)
     loss_mirrored, weights_mirrored = one_step(mirrored, x, y)
 
-    update = max(np.abs(a - b).max() for a, b in zip(weights_single, before))
+    update = max(
+        np.abs(a - b).max() for a, b in zip(weights_single, before, strict=True)
+    )
     assert update > 1e-3  # the step really moved the weights
-    for a, b in zip(weights_single, weights_mirrored):
+    for a, b in zip(weights_single, weights_mirrored, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert loss_mirrored == pytest.approx(loss_single, abs=1e-5)
     assert int(mirrored.hash_layer.iterations.numpy()) == 1
