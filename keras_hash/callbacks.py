@@ -1,0 +1,176 @@
+"""Training callbacks: a step-level backup for resuming, retrieval evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import numpy as np
+
+BACKUP_WEIGHTS = "backup.weights.h5"
+BACKUP_INFO = "backup.json"
+
+
+def _write_atomic(path: str, write) -> None:
+    """Calls ``write(tmp_path)`` then renames the result onto ``path``."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class StepBackup(keras.callbacks.Callback):
+    """Backs up the whole training state every ``save_freq`` steps, atomically.
+
+    Unlike ``keras.callbacks.BackupAndRestore``, which resumes at the start
+    of the interrupted epoch, the backup records the exact step: model
+    weights (including the hash layer's ``beta`` and step counter and
+    BatchNorm statistics) and optimizer state (its ``iterations`` is the
+    global step) go into one ``.weights.h5`` file, written to a temporary
+    name and renamed, so a process killed while saving leaves the previous
+    backup intact. :meth:`restore` loads it and returns the step to resume
+    from; pair it with a data stream that can start at any step, such as
+    :func:`keras_hash.datasets.train_dataset`.
+
+    ```python
+    backup = keras_hash.callbacks.StepBackup("run/backup", save_freq=100)
+    model.build((None, 32, 32, 3))
+    start = backup.restore(model)  # 0 on a fresh run
+    ds = keras_hash.datasets.train_dataset(x, y, 128, epochs, start_step=start)
+    ```
+
+    Args:
+        backup_dir: directory of the backup (created if needed).
+        save_freq: steps between backups. A backup is also written at the
+            end of every epoch. Defaults to 100.
+    """
+
+    def __init__(self, backup_dir: str, save_freq: int = 100):
+        super().__init__()
+        if int(save_freq) < 1:
+            raise ValueError(f"save_freq must be >= 1, got {save_freq}")
+        self.backup_dir = os.fspath(backup_dir)
+        self.save_freq = int(save_freq)
+        self.weights_path = os.path.join(self.backup_dir, BACKUP_WEIGHTS)
+        self.info_path = os.path.join(self.backup_dir, BACKUP_INFO)
+        self._step = 0
+
+    def on_train_begin(self, logs=None):
+        self._step = int(self.model.optimizer.iterations)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.save_freq == 0:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._step % self.save_freq:
+            self.save()
+
+    def save(self) -> None:
+        """Writes the backup now (weights first, then the small info file)."""
+        os.makedirs(self.backup_dir, exist_ok=True)
+        _write_atomic(self.weights_path, self.model.save_weights)
+        step = int(self.model.optimizer.iterations)
+        info = json.dumps({"step": step})
+        _write_atomic(self.info_path, lambda p: _write_text(p, info))
+
+    def restore(self, model: keras.Model) -> int:
+        """Loads the backup into a built, compiled ``model``; returns its step.
+
+        Returns 0 (and changes nothing) when there is no backup.
+        """
+        if not os.path.exists(self.weights_path):
+            return 0
+        if not model.built:
+            raise ValueError("Build the model before restoring a backup into it")
+        if model.optimizer is None:
+            raise ValueError("Compile the model before restoring a backup into it")
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.weights_path)
+        return int(model.optimizer.iterations)
+
+    def clear(self) -> None:
+        """Deletes the backup files (call once training has finished)."""
+        for path in (self.weights_path, self.info_path):
+            if os.path.exists(path):
+                os.remove(path)
+        if os.path.isdir(self.backup_dir) and not os.listdir(self.backup_dir):
+            os.rmdir(self.backup_dir)
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w") as file:
+        file.write(text)
+
+
+class RetrievalEvaluation(keras.callbacks.Callback):
+    """Computes retrieval mAP on held-out data every few epochs; logs ``val_map``.
+
+    Query and database images are encoded with ``model.encode`` and ranked
+    by Hamming distance (:func:`keras_hash.evaluation.mean_average_precision`,
+    ties by database index). The value goes into the epoch logs, so
+    ``History``, ``ModelCheckpoint(monitor="val_map", mode="max")`` and
+    progress bars see it. Keep the sets small (a few hundred queries, a few
+    thousand database images): encoding runs on every evaluation.
+
+    ```python
+    callback = keras_hash.callbacks.RetrievalEvaluation(
+        (x_query, y_query), (x_db, y_db), every=5, top_k=1000
+    )
+    model.fit(ds, epochs=50, callbacks=[callback])
+    ```
+
+    Args:
+        query: ``(images, labels)`` of the queries.
+        database: ``(images, labels)`` of the database.
+        every: evaluate every this many epochs (and after the last one).
+            Defaults to 1.
+        top_k: cut-off of mAP; ``None`` ranks the whole database.
+        batch_size: encoding batch size. Defaults to 256.
+    """
+
+    def __init__(
+        self,
+        query,
+        database,
+        every: int = 1,
+        top_k: int | None = None,
+        batch_size: int = 256,
+    ):
+        super().__init__()
+        if int(every) < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.query = (np.asarray(query[0]), np.asarray(query[1]))
+        self.database = (np.asarray(database[0]), np.asarray(database[1]))
+        self.every = int(every)
+        self.top_k = top_k
+        self.batch_size = int(batch_size)
+        self.history = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = self.params.get("epochs") == epoch + 1
+        if (epoch + 1) % self.every and not last:
+            return
+        value = self.evaluate()
+        self.history.append((epoch, value))
+        if logs is not None:
+            logs["val_map"] = value
+
+    def evaluate(self) -> float:
+        """Encodes both sets with the current weights and returns mAP."""
+        from keras_hash.evaluation import mean_average_precision
+
+        return mean_average_precision(
+            query_codes=self.model.encode(self.query[0], self.batch_size),
+            query_labels=self.query[1],
+            database_codes=self.model.encode(self.database[0], self.batch_size),
+            database_labels=self.database[1],
+            top_k=self.top_k,
+        )

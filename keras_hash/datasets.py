@@ -1,0 +1,454 @@
+"""CIFAR-10 for hashing: loading, the standard split protocols, ``tf.data`` pipelines.
+
+Images stay raw ``uint8`` (0-255) all the way into the model: normalization
+belongs in the backbone (see :mod:`keras_hash.backbones`), so that an exported
+model takes the same raw images as training did.
+
+The three protocols of the deep-hashing literature, on the 60,000 images of
+CIFAR-10 pooled as ``[train (50,000); test (10,000)]``:
+
+| protocol | query | train | database |
+| --- | --- | --- | --- |
+| ``dhn`` | 100 per class (1k) | 500 per class (5k) | the rest (54k) |
+| ``cifar10-1`` | 100 per class (1k) | 500 per class (5k) | all but query (59k) |
+| ``cifar10-2`` | test set (10k) | training set (50k) | training set (50k) |
+
+Query and train images of ``dhn`` and ``cifar10-1`` are drawn per class from
+the whole pool with a seeded generator. The database is returned shuffled
+(seeded): retrieval metrics break Hamming-distance ties by database index,
+and a database stored class by class would bias them (DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+PROTOCOLS = ("dhn", "cifar10-1", "cifar10-2")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+_PER_CLASS = {"dhn": (100, 500), "cifar10-1": (100, 500)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Indices of the query, train and database sets in a pooled image array.
+
+    The pool is ``[train images; test images]`` as returned by
+    :func:`load_cifar10` and :func:`pool`.
+    """
+
+    protocol: str
+    query: np.ndarray
+    train: np.ndarray
+    database: np.ndarray
+
+    def sizes(self) -> dict:
+        """Sizes of the three sets, e.g. ``{"query": 1000, ...}``."""
+        return {
+            "query": len(self.query),
+            "train": len(self.train),
+            "database": len(self.database),
+        }
+
+
+def check_protocol(protocol: str) -> str:
+    """Returns ``protocol`` if it is one of :data:`PROTOCOLS`, else raises."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(
+            f"Unknown protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}"
+        )
+    return protocol
+
+
+def split_indices(
+    train_labels,
+    test_labels,
+    protocol: str = "dhn",
+    seed: int = 0,
+    query_per_class: int | None = None,
+    train_per_class: int | None = None,
+    database_size: int | None = None,
+) -> Split:
+    """Splits CIFAR-10 into query, train and database sets by a named protocol.
+
+    Indices refer to the pool ``[train; test]`` (``len(train_labels)`` is the
+    offset of the first test image). The same ``seed`` gives the same split.
+
+    ```python
+    (x_train, y_train), (x_test, y_test) = keras_hash.datasets.load_cifar10()
+    split = keras_hash.datasets.split_indices(y_train, y_test, "dhn", seed=0)
+    split.sizes()  # {'query': 1000, 'train': 5000, 'database': 54000}
+    images, labels = keras_hash.datasets.pool((x_train, y_train), (x_test, y_test))
+    query_images = images[split.query]
+    ```
+
+    Args:
+        train_labels: class ids of the official training images ``[N_train]``.
+        test_labels: class ids of the official test images ``[N_test]``.
+        protocol: ``"dhn"``, ``"cifar10-1"`` or ``"cifar10-2"`` (see the module
+            docstring).
+        seed: seed of the sampling and of the database order.
+        query_per_class: override the query images per class (for quick runs
+            on a subset). For ``cifar10-2`` the query is then drawn per class
+            from the test set. Defaults to the protocol's.
+        train_per_class: override the training images per class, as above.
+        database_size: keep a seeded random subset of at most this many
+            database images. Defaults to the whole database.
+    """
+    check_protocol(protocol)
+    train_labels = _check_labels(train_labels, "train_labels")
+    test_labels = _check_labels(test_labels, "test_labels")
+    rng = np.random.default_rng(seed)
+    if protocol == "cifar10-2":
+        split = _split_official(
+            train_labels, test_labels, rng, query_per_class, train_per_class
+        )
+    else:
+        split = _split_pooled(
+            np.concatenate([train_labels, test_labels]),
+            protocol,
+            rng,
+            query_per_class,
+            train_per_class,
+        )
+    database = rng.permutation(split["database"])
+    if database_size is not None:
+        database = database[: _positive(database_size, "database_size")]
+    return Split(protocol, split["query"], split["train"], database)
+
+
+def _split_pooled(labels, protocol, rng, query_per_class, train_per_class):
+    num_query, num_train = _PER_CLASS[protocol]
+    num_query = _positive(query_per_class or num_query, "query_per_class")
+    num_train = _positive(train_per_class or num_train, "train_per_class")
+    query, train = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        if len(members) < num_query + num_train:
+            raise ValueError(
+                f"Class {label} has {len(members)} images; protocol {protocol!r} "
+                f"needs {num_query} query + {num_train} train per class"
+            )
+        query.append(members[:num_query])
+        train.append(members[num_query : num_query + num_train])
+    query, train = np.sort(np.concatenate(query)), np.sort(np.concatenate(train))
+    excluded = query if protocol == "cifar10-1" else np.concatenate([query, train])
+    database = np.setdiff1d(np.arange(len(labels)), excluded)
+    return {"query": query, "train": train, "database": database}
+
+
+def _split_official(train_labels, test_labels, rng, query_per_class, train_per_class):
+    offset = len(train_labels)
+    train = np.arange(offset)
+    query = offset + np.arange(len(test_labels))
+    if query_per_class is not None:
+        query = offset + _per_class(test_labels, query_per_class, rng, "query")
+    if train_per_class is not None:
+        train = _per_class(train_labels, train_per_class, rng, "train")
+    return {"query": query, "train": train, "database": np.arange(offset)}
+
+
+def _per_class(labels, count, rng, what):
+    count = _positive(count, f"{what}_per_class")
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < count:
+            raise ValueError(
+                f"Class {label} has {len(members)} images, fewer than "
+                f"{what}_per_class={count}"
+            )
+        chosen.append(rng.choice(members, count, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def _check_labels(labels, name):
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{name} must be integer class ids [N] or [N, 1], got "
+            f"{labels.dtype} array of shape {labels.shape}"
+        )
+    return labels
+
+
+def _positive(value, name):
+    if int(value) < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def pool(train, test) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenates ``(images, labels)`` of train and test into the split pool.
+
+    Labels come back as a flat ``int32`` vector.
+    """
+    images = np.concatenate([train[0], test[0]])
+    labels = np.concatenate(
+        [_check_labels(train[1], "train labels"), _check_labels(test[1], "test labels")]
+    )
+    return images, labels.astype(np.int32)
+
+
+def load_cifar10(data_dir: str | None = None):
+    """Loads CIFAR-10 as ``uint8`` arrays: ``((x_train, y_train), (x_test, y_test))``.
+
+    Without ``data_dir``, uses ``keras.datasets.cifar10`` (downloaded once
+    into ``~/.keras/datasets``). With it, reads an image-folder copy:
+    ``data_dir/train/<class>/*.jpg|png`` and ``data_dir/test/<class>/...``.
+    Images are ``[N, 32, 32, 3]`` and labels ``int32 [N]``.
+
+    ```python
+    (x_train, y_train), (x_test, y_test) = keras_hash.datasets.load_cifar10(
+        "/work/shared/data/cifar10"
+    )
+    ```
+
+    Args:
+        data_dir: a directory in image-folder layout, or ``None`` to download.
+    """
+    if data_dir:
+        train = load_image_folder(os.path.join(data_dir, "train"))
+        test = load_image_folder(
+            os.path.join(data_dir, "test"), class_names=train.class_names
+        )
+        return (train.images, train.labels), (test.images, test.labels)
+    return _download_cifar10()
+
+
+def _download_cifar10():
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as error:  # noqa: BLE001 - any download failure
+        raise RuntimeError(
+            f"Could not download CIFAR-10 ({type(error).__name__}: {error}). "
+            "Point at a local copy in image-folder layout (train/<class>/*.jpg, "
+            "test/<class>/*.jpg) with data_dir=... (--data_dir in "
+            "examples/train_cifar.py), e.g. --data_dir=/work/shared/data/cifar10"
+        ) from error
+    return (
+        (x_train, y_train.reshape(-1).astype(np.int32)),
+        (x_test, y_test.reshape(-1).astype(np.int32)),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFolder:
+    """Images, labels and class names read from an image-folder directory."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple
+
+
+def load_image_folder(directory: str, class_names=None) -> ImageFolder:
+    """Reads ``directory/<class>/*.jpg|png`` into memory as ``uint8`` RGB arrays.
+
+    Classes are the sub-directories in sorted order (label ``i`` is
+    ``class_names[i]``); files are read in sorted order. All images must have
+    the same size.
+
+    ```python
+    folder = keras_hash.datasets.load_image_folder("data/train")
+    folder.images.shape, folder.class_names  # (N, 32, 32, 3), ('airplane', ...)
+    ```
+
+    Args:
+        directory: the folder holding one sub-folder per class.
+        class_names: expected class names (e.g. those of the training
+            folder); a folder whose classes differ is an error.
+    """
+    found = _class_folders(directory)
+    if class_names is not None and tuple(class_names) != found:
+        raise ValueError(
+            f"Class folders of {directory!r} are {list(found)}, expected "
+            f"{list(class_names)}"
+        )
+    images, labels = [], []
+    for label, name in enumerate(found):
+        files = _image_files(os.path.join(directory, name))
+        images.extend(_read_image(path) for path in files)
+        labels.extend([label] * len(files))
+    return ImageFolder(_stack(images, directory), np.asarray(labels, np.int32), found)
+
+
+def _class_folders(directory):
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"No directory {directory!r}: expected an image folder with one "
+            "sub-folder per class (e.g. train/cat/0001.jpg)"
+        )
+    names = sorted(
+        entry.name
+        for entry in os.scandir(directory)
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+    if not names:
+        raise ValueError(
+            f"No class folders in {directory!r}: expected one sub-folder per class"
+        )
+    return tuple(names)
+
+
+def _image_files(folder):
+    files = sorted(
+        os.path.join(folder, name)
+        for name in os.listdir(folder)
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    if not files:
+        raise ValueError(
+            f"Class folder {folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return files
+
+
+def _read_image(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _stack(images, directory):
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        first = images[0].shape
+        odd = next(i for i, image in enumerate(images) if image.shape != first)
+        raise ValueError(
+            f"Images in {directory!r} differ in size: {sorted(shapes)} (image "
+            f"{odd} in sorted order is {images[odd].shape}, the first is {first})"
+        )
+    return np.stack(images)
+
+
+def augment(image, seed, padding: int = 4):
+    """Pad-and-crop plus horizontal flip of one ``[H, W, C]`` image, stateless.
+
+    The image is zero-padded by ``padding`` pixels on each side, a random
+    ``H x W`` window is cropped, and the result is flipped left-right with
+    probability 1/2. ``seed`` is a ``[2]`` integer tensor: the same seed
+    gives the same augmentation. The dtype is kept.
+    """
+    shape = tf.shape(image)
+    seeds = tf.random.experimental.stateless_split(seed, num=2)
+    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+    cropped = tf.image.stateless_random_crop(padded, shape, seed=seeds[0])
+    return tf.image.stateless_random_flip_left_right(cropped, seed=seeds[1])
+
+
+def training_order(
+    num_images: int, batch_size: int, epochs: int, seed: int = 0
+) -> np.ndarray:
+    """Image indices in training order: one seeded permutation per epoch.
+
+    Each epoch uses ``num_images // batch_size`` full batches (the remainder
+    is dropped, so every epoch has the same number of steps). The order of
+    epoch ``e`` depends only on ``(seed, e)``.
+
+    Returns:
+        ``int64 [epochs * steps_per_epoch * batch_size]``.
+    """
+    steps = steps_per_epoch(num_images, batch_size)
+    orders = [
+        np.random.default_rng([seed, epoch]).permutation(num_images)[
+            : steps * batch_size
+        ]
+        for epoch in range(epochs)
+    ]
+    return np.concatenate(orders) if orders else np.zeros(0, np.int64)
+
+
+def steps_per_epoch(num_images: int, batch_size: int) -> int:
+    """Full batches per epoch; raises when there is not even one."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    steps = int(num_images) // int(batch_size)
+    if steps < 1:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {num_images} training "
+            "images: lower --batch_size"
+        )
+    return steps
+
+
+def train_dataset(
+    images,
+    labels,
+    batch_size: int,
+    epochs: int,
+    seed: int = 0,
+    start_step: int = 0,
+    augmentation: bool = True,
+) -> tf.data.Dataset:
+    """A shuffled, augmented stream of training batches, resumable at any step.
+
+    The stream covers ``epochs`` epochs of ``steps_per_epoch(len(images),
+    batch_size)`` batches each and is fully determined by ``seed``: image
+    order comes from :func:`training_order` and each image's augmentation
+    from its position in the stream. ``start_step`` skips that many batches
+    (without computing them), so a run resumed at step ``t`` sees exactly the
+    batches an uninterrupted run sees from step ``t`` on.
+
+    ```python
+    ds = keras_hash.datasets.train_dataset(x, y, batch_size=128, epochs=50)
+    model.fit(ds, epochs=50, steps_per_epoch=len(x) // 128)
+    ```
+
+    Args:
+        images: ``uint8 [N, H, W, C]`` raw images.
+        labels: class ids ``[N]``.
+        batch_size: images per batch.
+        epochs: number of epochs in the stream.
+        seed: seed of order and augmentation.
+        start_step: first batch of the stream (global step, across epochs).
+        augmentation: pad-and-crop and flip (:func:`augment`) when true.
+
+    Returns:
+        A dataset of ``(uint8 [B, H, W, C], int32 [B])``.
+    """
+    order = training_order(len(images), batch_size, epochs, seed)
+    positions = np.arange(len(order), dtype=np.int64)
+    start = int(start_step) * int(batch_size)
+    if not 0 <= start <= len(order):
+        raise ValueError(
+            f"start_step={start_step} is outside the stream of "
+            f"{len(order) // batch_size} steps"
+        )
+    images = tf.constant(images)
+    labels = tf.constant(np.asarray(labels, np.int32))
+
+    def load(index, position):
+        image = tf.gather(images, index)
+        if augmentation:
+            image = augment(image, tf.stack([tf.constant(seed, tf.int64), position]))
+        return image, tf.gather(labels, index)
+
+    ds = tf.data.Dataset.from_tensor_slices((order[start:], positions[start:]))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(images, batch_size: int = 256) -> tf.data.Dataset:
+    """Batches of raw images in their stored order, no augmentation, prefetched."""
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(int(batch_size))
+    return ds.prefetch(tf.data.AUTOTUNE)
