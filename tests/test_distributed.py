@@ -24,6 +24,7 @@ def make_model(cls):
         [keras.Input((10,)), keras.layers.Dense(12, activation="tanh")]
     )
     model = cls(backbone, bits=16)
+    model.build((None, 10))
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     return model
 
