@@ -1,0 +1,275 @@
+"""Tests for keras_hash.datasets: split protocols, image folders, pipelines."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_hash import datasets
+
+NUM_CLASSES = 10
+
+
+def cifar_sized_labels(seed=0):
+    """Labels with CIFAR-10's sizes: 5,000 / 1,000 per class, shuffled."""
+    rng = np.random.default_rng(seed)
+    train = rng.permutation(np.repeat(np.arange(NUM_CLASSES), 5000)).astype(np.int32)
+    test = rng.permutation(np.repeat(np.arange(NUM_CLASSES), 1000)).astype(np.int32)
+    return train, test
+
+
+def per_class(labels, indices):
+    return np.bincount(labels[indices], minlength=NUM_CLASSES)
+
+
+class TestSplitProtocols:
+    def setup_method(self):
+        self.train, self.test = cifar_sized_labels()
+        self.pooled = np.concatenate([self.train, self.test])
+
+    def test_dhn_sizes_and_per_class_counts(self):
+        split = datasets.split_indices(self.train, self.test, "dhn", seed=0)
+        assert split.sizes() == {"query": 1000, "train": 5000, "database": 54000}
+        np.testing.assert_array_equal(per_class(self.pooled, split.query), [100] * 10)
+        np.testing.assert_array_equal(per_class(self.pooled, split.train), [500] * 10)
+        np.testing.assert_array_equal(
+            per_class(self.pooled, split.database), [5400] * 10
+        )
+
+    def test_dhn_sets_are_disjoint_and_cover_the_pool(self):
+        split = datasets.split_indices(self.train, self.test, "dhn", seed=3)
+        everything = np.concatenate([split.query, split.train, split.database])
+        assert len(np.unique(everything)) == 60000
+        np.testing.assert_array_equal(np.sort(everything), np.arange(60000))
+
+    def test_cifar10_1_puts_train_inside_the_database(self):
+        split = datasets.split_indices(self.train, self.test, "cifar10-1", seed=0)
+        assert split.sizes() == {"query": 1000, "train": 5000, "database": 59000}
+        assert not set(split.query) & set(split.database)
+        assert set(split.train) <= set(split.database)
+        assert set(split.query) | set(split.database) == set(range(60000))
+
+    def test_cifar10_2_is_the_official_split(self):
+        split = datasets.split_indices(self.train, self.test, "cifar10-2", seed=0)
+        assert split.sizes() == {"query": 10000, "train": 50000, "database": 50000}
+        np.testing.assert_array_equal(np.sort(split.query), np.arange(50000, 60000))
+        np.testing.assert_array_equal(np.sort(split.train), np.arange(50000))
+        np.testing.assert_array_equal(np.sort(split.database), np.arange(50000))
+
+    @pytest.mark.parametrize("protocol", datasets.PROTOCOLS)
+    def test_same_seed_same_split(self, protocol):
+        a = datasets.split_indices(self.train, self.test, protocol, seed=7)
+        b = datasets.split_indices(self.train, self.test, protocol, seed=7)
+        for name in ("query", "train", "database"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+    @pytest.mark.parametrize("protocol", ["dhn", "cifar10-1"])
+    def test_other_seed_other_split(self, protocol):
+        a = datasets.split_indices(self.train, self.test, protocol, seed=1)
+        b = datasets.split_indices(self.train, self.test, protocol, seed=2)
+        assert not np.array_equal(a.query, b.query)
+        assert not np.array_equal(a.train, b.train)
+
+    def test_database_is_shuffled_not_class_sorted(self):
+        # Class-sorted storage biases index tie-breaking (DESIGN.md §2).
+        labels = np.repeat(np.arange(NUM_CLASSES), 6000)
+        train, test = labels[:50000], labels[50000:]
+        split = datasets.split_indices(train, test, "dhn", seed=0)
+        assert not np.all(np.diff(split.database) > 0)
+        first = labels[split.database[:1000]]
+        assert len(np.unique(first)) == NUM_CLASSES
+
+    def test_overrides_and_database_cap(self):
+        split = datasets.split_indices(
+            self.train,
+            self.test,
+            "dhn",
+            seed=0,
+            query_per_class=3,
+            train_per_class=7,
+            database_size=100,
+        )
+        assert split.sizes() == {"query": 30, "train": 70, "database": 100}
+        np.testing.assert_array_equal(per_class(self.pooled, split.query), [3] * 10)
+        assert not set(split.database) & (set(split.query) | set(split.train))
+
+    def test_cifar10_2_overrides_draw_query_from_test(self):
+        split = datasets.split_indices(
+            self.train, self.test, "cifar10-2", query_per_class=5, train_per_class=20
+        )
+        assert np.all(split.query >= 50000)
+        assert np.all(split.train < 50000)
+        np.testing.assert_array_equal(per_class(self.pooled, split.query), [5] * 10)
+        np.testing.assert_array_equal(per_class(self.pooled, split.train), [20] * 10)
+
+    def test_unknown_protocol_is_named(self):
+        with pytest.raises(ValueError, match="'cifar10-3'.*dhn"):
+            datasets.split_indices(self.train, self.test, "cifar10-3")
+
+    def test_too_small_class_is_named(self):
+        train = np.repeat(np.arange(3), 50)
+        with pytest.raises(ValueError, match="Class 0 has 60 images.*100 query"):
+            datasets.split_indices(train, np.repeat(np.arange(3), 10), "dhn")
+
+    def test_bad_labels_are_reported(self):
+        with pytest.raises(ValueError, match="train_labels.*float"):
+            datasets.split_indices(np.zeros(10), np.zeros(2, int), "dhn")
+
+
+def write_folder(root, classes, count, size=(8, 8), seed=0, ext="png"):
+    """Writes random RGB images; returns {class: [arrays in file order]}."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for name in classes:
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        written[name] = []
+        for i in range(count):
+            pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(os.path.join(root, name, f"{i:03d}.{ext}"))
+            written[name].append(pixels)
+    return written
+
+
+class TestImageFolder:
+    def test_reads_pixels_labels_and_sorted_classes(self, tmp_path):
+        written = write_folder(tmp_path, ["ship", "cat"], 3)
+        folder = datasets.load_image_folder(str(tmp_path))
+        assert folder.class_names == ("cat", "ship")
+        assert folder.images.dtype == np.uint8
+        assert folder.images.shape == (6, 8, 8, 3)
+        np.testing.assert_array_equal(folder.labels, [0, 0, 0, 1, 1, 1])
+        expected = np.stack(written["cat"] + written["ship"])
+        np.testing.assert_array_equal(folder.images, expected)
+
+    def test_load_cifar10_from_directory(self, tmp_path):
+        write_folder(tmp_path / "train", ["a", "b"], 4, seed=1)
+        write_folder(tmp_path / "test", ["a", "b"], 2, seed=2)
+        (x_train, y_train), (x_test, y_test) = datasets.load_cifar10(str(tmp_path))
+        assert x_train.shape == (8, 8, 8, 3) and x_test.shape == (4, 8, 8, 3)
+        np.testing.assert_array_equal(y_test, [0, 0, 1, 1])
+
+    def test_missing_directory(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match="nowhere"):
+            datasets.load_image_folder(str(tmp_path / "nowhere"))
+
+    def test_no_class_folders(self, tmp_path):
+        with pytest.raises(ValueError, match="No class folders"):
+            datasets.load_image_folder(str(tmp_path))
+
+    def test_empty_class_folder_is_named(self, tmp_path):
+        write_folder(tmp_path, ["cat"], 2)
+        os.makedirs(tmp_path / "dog")
+        with pytest.raises(ValueError, match="dog.*no images"):
+            datasets.load_image_folder(str(tmp_path))
+
+    def test_mismatched_sizes_are_reported(self, tmp_path):
+        write_folder(tmp_path, ["cat"], 2, size=(8, 8))
+        write_folder(tmp_path, ["dog"], 1, size=(8, 6), seed=1)
+        with pytest.raises(ValueError, match=r"differ in size.*\(8, 6, 3\)"):
+            datasets.load_image_folder(str(tmp_path))
+
+    def test_test_classes_must_match_train(self, tmp_path):
+        write_folder(tmp_path / "train", ["a", "b"], 2)
+        write_folder(tmp_path / "test", ["a", "c"], 2)
+        with pytest.raises(ValueError, match=r"\['a', 'c'\].*\['a', 'b'\]"):
+            datasets.load_cifar10(str(tmp_path))
+
+    def test_download_failure_points_at_data_dir(self, monkeypatch):
+        import keras
+
+        def offline():
+            raise OSError("network unreachable")
+
+        monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
+        with pytest.raises(RuntimeError, match="network unreachable.*--data_dir"):
+            datasets.load_cifar10()
+
+
+def numpy_augmentations(image, padding=4):
+    """Every pad-and-crop window and its mirror image (the reference)."""
+    h, w, _ = image.shape
+    padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
+    crops = [
+        padded[y : y + h, x : x + w]
+        for y in range(2 * padding + 1)
+        for x in range(2 * padding + 1)
+    ]
+    return crops + [crop[:, ::-1] for crop in crops]
+
+
+def batches(dataset):
+    return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+
+class TestPipelines:
+    def setup_method(self):
+        rng = np.random.default_rng(0)
+        # Pixel values 1..255 so that padding (0) is recognisable.
+        self.images = rng.integers(1, 256, (24, 8, 8, 3), dtype=np.uint8)
+        self.labels = (np.arange(24) % 5).astype(np.int32)
+
+    def test_shapes_dtypes_and_number_of_batches(self):
+        ds = datasets.train_dataset(self.images, self.labels, 5, epochs=2)
+        out = batches(ds)
+        assert len(out) == 2 * (24 // 5)
+        for x, y in out:
+            assert x.shape == (5, 8, 8, 3) and x.dtype == np.uint8
+            assert y.shape == (5,) and y.dtype == np.int32
+
+    def test_unaugmented_epochs_are_permutations_with_right_labels(self):
+        ds = datasets.train_dataset(
+            self.images, self.labels, 6, epochs=2, augmentation=False
+        )
+        flat = np.concatenate([x for x, _ in batches(ds)])
+        labels = np.concatenate([y for _, y in batches(ds)])
+        lookup = {img.tobytes(): i for i, img in enumerate(self.images)}
+        sources = np.array([lookup[img.tobytes()] for img in flat])
+        for epoch in (sources[:24], sources[24:]):
+            np.testing.assert_array_equal(np.sort(epoch), np.arange(24))
+        assert not np.array_equal(sources[:24], sources[24:])
+        np.testing.assert_array_equal(labels, self.labels[sources])
+
+    def test_augmentation_changes_images_keeps_labels(self):
+        plain = batches(
+            datasets.train_dataset(
+                self.images, self.labels, 6, epochs=1, augmentation=False
+            )
+        )
+        augmented = batches(datasets.train_dataset(self.images, self.labels, 6, 1))
+        changed = 0
+        for (x0, y0), (x1, y1) in zip(plain, augmented, strict=True):
+            np.testing.assert_array_equal(y0, y1)
+            for original, image in zip(x0, x1, strict=True):
+                candidates = numpy_augmentations(original)
+                assert any(np.array_equal(image, c) for c in candidates)
+                changed += not np.array_equal(image, original)
+        assert changed >= 18  # 1 in 162 windows is the identity
+
+    def test_resuming_at_a_step_gives_the_same_batches(self):
+        full = batches(datasets.train_dataset(self.images, self.labels, 4, epochs=3))
+        resumed = batches(
+            datasets.train_dataset(self.images, self.labels, 4, 3, start_step=8)
+        )
+        assert len(resumed) == len(full) - 8
+        for (x0, y0), (x1, y1) in zip(full[8:], resumed, strict=True):
+            np.testing.assert_array_equal(x0, x1)
+            np.testing.assert_array_equal(y0, y1)
+
+    def test_seed_changes_the_stream(self):
+        a = batches(datasets.train_dataset(self.images, self.labels, 4, 1, seed=1))
+        b = batches(datasets.train_dataset(self.images, self.labels, 4, 1, seed=2))
+        assert not np.array_equal(a[0][0], b[0][0])
+
+    def test_eval_dataset_is_ordered_and_unaugmented(self):
+        out = [x.numpy() for x in datasets.eval_dataset(self.images, batch_size=5)]
+        assert [len(x) for x in out] == [5, 5, 5, 5, 4]
+        np.testing.assert_array_equal(np.concatenate(out), self.images)
+
+    def test_batch_larger_than_data_is_reported(self):
+        with pytest.raises(ValueError, match="batch_size=30.*24"):
+            datasets.train_dataset(self.images, self.labels, 30, epochs=1)
+
+    def test_start_step_outside_stream_is_reported(self):
+        with pytest.raises(ValueError, match="start_step=99"):
+            datasets.train_dataset(self.images, self.labels, 4, 1, start_step=99)

@@ -1,0 +1,178 @@
+"""End-to-end tests of examples/train_cifar.py on small generated image folders."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "examples", "train_cifar.py")
+CLASSES = ("cat", "dog", "ship")
+# 3 classes x (4 query + 12 train) leave 3 x 10 database images.
+SMALL = ["--query_per_class=4", "--train_per_class=12", "--bits=16"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A CIFAR-like image folder: 3 classes, 20 train + 6 test PNGs each."""
+    root = tmp_path_factory.mktemp("cifar")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 20), ("test", 6)):
+        for label, name in enumerate(CLASSES):
+            os.makedirs(root / split / name)
+            for i in range(count):
+                # Class-dependent colour plus noise: learnable, not trivial.
+                base = np.array([80, 140, 200])[np.roll(np.arange(3), label)]
+                noise = rng.integers(-60, 60, (32, 32, 3))
+                pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i:03d}.png")
+    return str(root)
+
+
+def run_script(*flags, timeout=120):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, SCRIPT, *flags],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def check_ok(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_help_documents_every_flag():
+    # absl prints the usage and exits with status 1 after --help.
+    text = run_script("--help").stdout
+    assert "examples/train_cifar.py:" in text
+    for flag in (
+        "method",
+        "bits",
+        "protocol",
+        "epochs",
+        "batch_size",
+        "backbone",
+        "weights",
+        "data_dir",
+        "output_dir",
+        "seed",
+        "quick",
+        "mixed_precision",
+    ):
+        assert f"--{flag}:" in text or f"--[no]{flag}:" in text, flag
+
+
+def test_quick_run_writes_metrics_plots_model_and_exports(data_dir, tmp_path):
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    result = run_script(
+        "--quick",
+        f"--data_dir={data_dir}",
+        f"--output_dir={out}",
+        "--batch_size=12",
+        *SMALL,
+    )
+    check_ok(result)
+    assert time.perf_counter() - started < 90
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("map", "precision_radius_2", "bits", "method", "protocol"):
+        assert key in metrics
+    assert (metrics["bits"], metrics["method"], metrics["protocol"]) == (
+        16,
+        "hashnet",
+        "dhn",
+    )
+    assert 0.0 <= metrics["map"] <= 1.0
+    assert 0.0 <= metrics["precision_radius_2"] <= 1.0
+    assert metrics["train_seconds"] > 0
+    assert metrics["hash_iterations"] == 3  # 1 epoch of 36 images / 12
+    for name in ("pr_curve.png", "precision_at_n.png", "hamming_histogram.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.size[0] > 100
+    assert (out / "model.keras").stat().st_size > 0
+    assert (out / "serving" / "hashnet" / "1" / "saved_model.pb").exists()
+    assert (out / "model.tflite").stat().st_size > 0
+    assert not (out / "backup").exists()
+
+
+def test_killed_run_resumes_at_the_backed_up_step(data_dir, tmp_path):
+    # 36 training images in batches of 6: 6 steps per epoch, 60 steps in all.
+    flags = [
+        f"--data_dir={data_dir}",
+        *SMALL,
+        "--batch_size=6",
+        "--epochs=10",
+        "--width=8",
+        "--save_freq=4",
+        "--nomixed_precision",
+        "--noexport",
+    ]
+    reference = run_script(*flags, f"--output_dir={tmp_path / 'reference'}")
+    check_ok(reference)
+    expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    assert expected["hash_iterations"] == 60
+
+    out = tmp_path / "killed"
+    backup_info = out / "backup" / "backup.json"
+    killed_at = kill_after_first_backup([*flags, f"--output_dir={out}"], backup_info)
+    assert not (out / "metrics.json").exists()
+    assert 4 <= killed_at < 60
+
+    resumed = run_script(*flags, f"--output_dir={out}")
+    check_ok(resumed)
+    start = json.loads((out / "metrics.json").read_text())["resumed_from_step"]
+    assert killed_at <= start < 60 and (start % 4 == 0 or start % 6 == 0)
+    assert f"Resuming from the backup at step {start} / 60" in resumed.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["hash_iterations"] == 60
+    assert metrics["beta"] == expected["beta"]
+    # Same batches from the same state: the same model, up to float noise.
+    np.testing.assert_allclose(metrics["map"], expected["map"], atol=0.05)
+    assert_same_weights(tmp_path / "reference" / "model.keras", out / "model.keras")
+
+
+def kill_after_first_backup(command_flags, backup_info, timeout=120):
+    """Starts the script, SIGKILLs it once a backup exists; returns its step."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(
+        [sys.executable, SCRIPT, *command_flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not backup_info.exists():
+            assert process.poll() is None, "finished before the first backup"
+            assert time.monotonic() < deadline, "no backup written in time"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return json.loads(backup_info.read_text())["step"]
+
+
+def assert_same_weights(path_a, path_b):
+    import keras
+
+    import keras_hash  # noqa: F401 - registers the model classes
+
+    a = keras.saving.load_model(path_a, compile=False)
+    b = keras.saving.load_model(path_b, compile=False)
+    for wa, wb in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_allclose(
+            np.asarray(wa), np.asarray(wb), rtol=1e-3, atol=1e-4, err_msg=wa.path
+        )
