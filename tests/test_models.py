@@ -115,3 +115,14 @@ def test_fit_with_multi_hot_labels():
     labels = (np.random.default_rng(3).random((16, 5)) < 0.4).astype(np.float32)
     history = model.fit(images(16), labels, batch_size=8, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_keras_applications_backbone():
+    backbone = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), include_top=False, pooling="avg", weights=None
+    )
+    model = keras_hash.HashNet(backbone, bits=32)
+    model.compile(optimizer="adam")
+    x = np.random.default_rng(4).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    model.fit(x, np.arange(8) % 2, batch_size=4, epochs=1, verbose=0)
+    np.testing.assert_array_equal(model.encode(x), reference_codes(model, x))
