@@ -1,0 +1,460 @@
+"""Export a hash model for deployment: SavedModels for TF Serving, TFLite files.
+
+Every artifact takes raw images (the model's preprocessing is inside the
+graph) and returns packed binary codes, uint8 ``[N, bits // 8]``, bit for bit
+the codes of ``model.encode`` in the bit order of
+:func:`keras_hash.pack_codes`, ready for a :class:`keras_hash.HammingIndex`.
+
+- :func:`export_saved_model` writes TF Serving's layout
+  ``<base_dir>/<model_name>/<version>/`` with two signatures:
+  ``serving_default`` (input ``images``, output ``codes``, uint8) and
+  ``code_logits`` (input ``images``, output ``logits``: the float32 ``z``
+  whose signs are the bits, for re-ranking).
+- :func:`export_tflite` writes a ``.tflite`` file, ``float32``, ``float16``,
+  ``dynamic`` (int8 weights, float activations) or ``int8`` (int8 weights and
+  activations calibrated on images you supply), with one signature
+  ``serving_default`` (``images`` -> ``codes``). Only TFLite builtin ops are
+  allowed: conversion fails if the graph would need the Flex (Select TF ops)
+  runtime.
+- :class:`TFLiteEncoder` runs such a file with the LiteRT interpreter.
+
+Both writers build the graph with ``keras.export.ExportArchive`` and are
+atomic: they write a temporary sibling and rename it into place, so an
+interrupted export leaves no half-written version directory (TF Serving only
+loads directories whose names are numbers; the temporary one is not).
+
+Codes are packed in int32 arithmetic (``cast(z >= 0) * [128, ..., 1]`` and a
+sum). Full-int8 conversion quantizes every float tensor, and a float packing
+sum (0 to 255) quantized to int8 loses bits; int32 tensors are left alone.
+
+```python
+from keras_hash import export
+
+model = export.load_hash_model("hashnet.keras")
+export.export_saved_model(model, "/models", model_name="hashnet", version=1)
+export.export_tflite(model, "hashnet_int8.tflite", quantization="int8",
+                     representative_images=train_images[:500])
+codes = export.TFLiteEncoder("hashnet_int8.tflite").encode(images)
+```
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_hash.codes import BIT_WEIGHTS, check_bits
+from keras_hash.models import HashModel
+
+SERVING_SIGNATURE = "serving_default"
+LOGITS_SIGNATURE = "code_logits"
+INPUT_NAME = "images"
+CODES_OUTPUT = "codes"
+LOGITS_OUTPUT = "logits"
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+#: Image dtypes :func:`check_images` accepts; uint8 is cast losslessly.
+IMAGE_DTYPES = ("float32", "uint8")
+
+
+def load_hash_model(path: str | os.PathLike) -> HashModel:
+    """Loads a saved keras_hash model (``.keras``), with clear errors.
+
+    Args:
+        path: a ``.keras`` file written by ``model.save``.
+
+    Returns:
+        the :class:`keras_hash.HashModel` (``HashNet``, ``DHN``, ...).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {path!r}")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:
+        raise ValueError(
+            f"could not load a Keras model from {path!r}: {error}"
+        ) from error
+    if not isinstance(model, HashModel):
+        raise TypeError(
+            f"{path!r} holds a {type(model).__name__}, not a keras_hash hash "
+            "model (HashNet, DHN or another HashModel)"
+        )
+    return model
+
+
+def image_spec(model: HashModel) -> tf.TensorSpec:
+    """The exported input: ``images``, ``[None, *image_shape]``, backbone dtype."""
+    if not isinstance(model, HashModel):
+        raise TypeError(
+            f"model must be a keras_hash HashModel, got {type(model).__name__}"
+        )
+    check_bits(model.bits)
+    shape = getattr(model.backbone, "input_shape", None)
+    if not isinstance(shape, tuple) or any(d is None for d in shape[1:]):
+        raise ValueError(
+            "export needs a backbone with a fixed input shape (build it on "
+            f"keras.Input((height, width, channels))), got {shape!r}"
+        )
+    inputs = getattr(model.backbone, "inputs", None) or [None]
+    dtype = getattr(inputs[0], "dtype", None) or "float32"
+    return tf.TensorSpec((None, *shape[1:]), tf.as_dtype(dtype), name=INPUT_NAME)
+
+
+def _pack_int32(z):
+    """``z >= 0`` packed to uint8 in int32 arithmetic (TFLite builtins only)."""
+    bits = z.shape[-1]
+    on = tf.cast(z >= 0, tf.int32)
+    grouped = tf.reshape(on, (-1, bits // 8, 8))
+    weights = tf.constant(BIT_WEIGHTS, tf.int32)
+    return tf.cast(tf.reduce_sum(grouped * weights, axis=-1), tf.uint8)
+
+
+def _archive(model: HashModel, with_logits: bool) -> keras.export.ExportArchive:
+    spec = image_spec(model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def logits(images):
+        # Signature wrappers do not check shapes: a wrong image size could
+        # otherwise run (e.g. through Flatten after pooling) and return junk.
+        return model.code_logits(tf.ensure_shape(images, spec.shape))
+
+    archive.add_endpoint(
+        SERVING_SIGNATURE,
+        lambda images: {CODES_OUTPUT: _pack_int32(logits(images))},
+        input_signature=[spec],
+    )
+    if with_logits:
+        archive.add_endpoint(
+            LOGITS_SIGNATURE,
+            lambda images: {LOGITS_OUTPUT: logits(images)},
+            input_signature=[spec],
+        )
+    return archive
+
+
+def _check_version(version) -> int:
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)):
+        raise TypeError(f"version must be an int, got {version!r}")
+    if version < 1:
+        raise ValueError(f"version must be >= 1, got {version}")
+    return int(version)
+
+
+def export_saved_model(
+    model: HashModel,
+    base_dir: str | os.PathLike,
+    model_name: str = "keras_hash",
+    version: int = 1,
+) -> str:
+    """Writes a SavedModel for TF Serving to ``<base_dir>/<model_name>/<version>``.
+
+    Signatures (as ``saved_model_cli show`` prints them):
+
+    - ``serving_default``: input ``images``, the backbone's dtype (float32
+      for a plain ``keras.Input``) and shape ``[-1, *image_shape]``, raw
+      pixel values (preprocessing is in the graph); output ``codes``,
+      uint8 ``[-1, bits // 8]``.
+    - ``code_logits``: same input; output ``logits``, float32 ``[-1, bits]``.
+
+    ```python
+    path = export_saved_model(model, "/models", model_name="hashnet", version=2)
+    # docker run -p 8501:8501 -v /models/hashnet:/models/hashnet \\
+    #     -e MODEL_NAME=hashnet tensorflow/serving
+    ```
+
+    Args:
+        model: a trained :class:`keras_hash.HashModel` with ``bits % 8 == 0``.
+        base_dir: the model base path that TF Serving watches.
+        model_name: the model's folder under ``base_dir``.
+        version: a positive int; an existing version directory is an error
+            (versions are immutable: bump the number).
+
+    Returns:
+        the version directory written.
+    """
+    version = _check_version(version)
+    if not model_name or os.sep in model_name or model_name in (".", ".."):
+        raise ValueError(f"model_name must be a plain folder name, got {model_name!r}")
+    model_dir = os.path.join(os.fspath(base_dir), model_name)
+    target = os.path.join(model_dir, str(version))
+    if os.path.exists(target):
+        raise FileExistsError(
+            f"version directory {target!r} already exists; export to a new version"
+        )
+    archive = _archive(model, with_logits=True)
+    os.makedirs(model_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
+    try:
+        archive.write_out(staging, verbose=False)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _converter(saved_model_dir: str, quantization: str, representative_images):
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=[SERVING_SIGNATURE]
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: (
+            [image[None]] for image in representative_images
+        )
+    return converter
+
+
+def _check_quantization(quantization: str, representative_images, spec):
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}"
+        )
+    if quantization != "int8":
+        if representative_images is not None:
+            raise ValueError(
+                "representative_images is only used with quantization='int8', "
+                f"got quantization={quantization!r}"
+            )
+        return None
+    if representative_images is None:
+        raise ValueError(
+            "quantization='int8' needs representative_images: a few hundred "
+            "images like those the model will encode, to calibrate activations"
+        )
+    images = check_images(representative_images, spec.shape[1:], spec.dtype.name)
+    if len(images) == 0:
+        raise ValueError("representative_images is empty")
+    return images
+
+
+def builtin_op_names(tflite_model: bytes) -> list[str]:
+    """The operator codes of a TFLite flatbuffer; fails on Flex or custom ops.
+
+    Args:
+        tflite_model: the ``.tflite`` file's bytes.
+
+    Returns:
+        sorted builtin op names, e.g. ``["CONV_2D", "FULLY_CONNECTED", ...]``.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_model))
+    names = {
+        flatbuffer_utils.opcode_to_name(parsed, i)
+        for i in range(len(parsed.operatorCodes))
+    }
+    custom = sorted(
+        (code.customCode or b"").decode()
+        for code in parsed.operatorCodes
+        if code.customCode
+    )
+    if custom:
+        raise ValueError(
+            f"TFLite model uses non-builtin ops {custom} (Flex or custom); "
+            "keras_hash exports must run on the builtin runtime"
+        )
+    return sorted(names)
+
+
+def export_tflite(
+    model: HashModel,
+    path: str | os.PathLike,
+    quantization: str = "float32",
+    representative_images=None,
+    overwrite: bool = False,
+) -> str:
+    """Writes a TFLite file whose ``serving_default`` signature returns packed codes.
+
+    Input ``images``: float32 (the backbone's dtype) ``[N, *image_shape]``,
+    raw pixels; output ``codes``: uint8 ``[N, bits // 8]``. Only TFLite
+    builtin ops are allowed; an op that would need the Flex runtime makes the
+    conversion fail with a ``ValueError``.
+
+    ```python
+    export_tflite(model, "codes.tflite")                      # exact codes
+    export_tflite(model, "codes_int8.tflite", "int8", representative_images=x)
+    ```
+
+    Args:
+        model: a trained :class:`keras_hash.HashModel` with ``bits % 8 == 0``.
+        path: the ``.tflite`` file to write.
+        quantization: ``"float32"`` (codes equal ``model.encode``),
+            ``"float16"`` (float16 weights), ``"dynamic"`` (int8 weights,
+            float activations) or ``"int8"`` (int8 weights and activations;
+            input and output interfaces unchanged).
+        representative_images: for ``"int8"`` only, an array
+            ``[N, *image_shape]`` of images like those to be encoded (a few
+            hundred), used to calibrate activation ranges.
+        overwrite: replace an existing file instead of raising.
+
+    Returns:
+        the path written.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".tflite"):
+        raise ValueError(f"path must end with '.tflite', got {path!r}")
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path!r} already exists; pass overwrite=True")
+    spec = image_spec(model)
+    images = _check_quantization(quantization, representative_images, spec)
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        _archive(model, with_logits=False).write_out(saved_model_dir, verbose=False)
+        converter = _converter(saved_model_dir, quantization, images)
+        try:
+            tflite_model = converter.convert()
+        except Exception as error:
+            raise ValueError(
+                f"TFLite conversion ({quantization}) failed; keras_hash allows "
+                f"TFLite builtin ops only (no Flex): {error}"
+            ) from error
+    builtin_op_names(tflite_model)
+    _write_atomic(path, tflite_model)
+    return path
+
+
+def _write_atomic(path: str, content: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, staging = tempfile.mkstemp(prefix=".tmp-", suffix=".tflite", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(content)
+        os.replace(staging, path)
+    except BaseException:
+        if os.path.exists(staging):
+            os.remove(staging)
+        raise
+
+
+def check_images(images, image_shape: Iterable[int], dtype: str = "float32"):
+    """Validates a batch of raw images against an exported model's input.
+
+    Args:
+        images: array-like ``[N, *image_shape]``, float32 or uint8 (uint8 is
+            cast to float32 losslessly).
+        image_shape: the model's per-image shape, e.g. ``(224, 224, 3)``.
+        dtype: the model's input dtype.
+
+    Returns:
+        the images as a C-contiguous numpy array of ``dtype``.
+    """
+    images = np.asarray(images)
+    image_shape = tuple(int(d) for d in image_shape)
+    if images.dtype.name not in (*IMAGE_DTYPES, dtype):
+        raise TypeError(
+            f"images must be {' or '.join(sorted({*IMAGE_DTYPES, dtype}))}, got "
+            f"dtype {images.dtype}; cast with images.astype('{dtype}')"
+        )
+    if images.ndim != len(image_shape) + 1 or images.shape[1:] != image_shape:
+        raise ValueError(
+            f"images must have shape [N, {', '.join(map(str, image_shape))}], "
+            f"got shape {images.shape}" + _shape_hint(images.shape, image_shape)
+        )
+    return np.ascontiguousarray(images, dtype=dtype)
+
+
+def _shape_hint(got: tuple, want: tuple) -> str:
+    if len(got) == len(want) and got[1:] != want:
+        return " (one image, not a batch? add a batch axis)"
+    if len(got) == len(want) + 1 and got[-1] != want[-1]:
+        return f" (the model takes {want[-1]} channel(s), the images have {got[-1]})"
+    if len(got) == len(want) + 1:
+        return f" (resize the images to {want[:-1]})"
+    return ""
+
+
+class TFLiteEncoder:
+    """Encodes images to packed codes with an exported ``.tflite`` file (LiteRT).
+
+    ```python
+    encoder = TFLiteEncoder("hashnet_int8.tflite")
+    codes = encoder.encode(images)  # uint8 [N, bits // 8]
+    ```
+
+    Args:
+        path: a file written by :func:`export_tflite`.
+        num_threads: interpreter threads (``None``: LiteRT's default).
+    """
+
+    def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no TFLite file at {path!r}")
+        self.path = path
+        self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        signatures = self._interpreter.get_signature_list()
+        if SERVING_SIGNATURE not in signatures or signatures[SERVING_SIGNATURE] != {
+            "inputs": [INPUT_NAME],
+            "outputs": [CODES_OUTPUT],
+        }:
+            raise ValueError(
+                f"{path!r} is not a keras_hash TFLite export (signatures: {signatures})"
+            )
+        self._runner = self._interpreter.get_signature_runner(SERVING_SIGNATURE)
+        detail = self._runner.get_input_details()[INPUT_NAME]
+        self.image_shape = tuple(int(d) for d in detail["shape"][1:])
+        self.dtype = np.dtype(detail["dtype"]).name
+        output = self._runner.get_output_details()[CODES_OUTPUT]
+        self.bits = int(output["shape"][-1]) * 8
+
+    def encode(self, images, batch_size: int = 256) -> np.ndarray:
+        """Packed codes, uint8 ``[N, bits // 8]``, for raw images ``[N, *shape]``."""
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        images = check_images(images, self.image_shape, self.dtype)
+        chunks = [
+            self._runner(**{INPUT_NAME: images[i : i + batch_size]})[CODES_OUTPUT]
+            for i in range(0, len(images), batch_size)
+        ]
+        if not chunks:
+            return np.zeros((0, self.bits // 8), np.uint8)
+        return np.concatenate(chunks, axis=0)
+
+
+def read_images(directory: str | os.PathLike, image_shape: Iterable[int]):
+    """Reads every image file in a folder, resized to a model's input shape.
+
+    Files are read in sorted name order with Pillow, converted to grayscale
+    (1 channel) or RGB (3 channels) and resized to ``(height, width)``.
+
+    Args:
+        directory: a folder of image files (png, jpg, ...).
+        image_shape: ``(height, width, channels)`` with 1 or 3 channels.
+
+    Returns:
+        ``(images, names)``: float32 ``[N, height, width, channels]`` raw
+        pixel values 0..255, and the file names.
+    """
+    from PIL import Image
+
+    height, width, channels = (int(d) for d in image_shape)
+    if channels not in (1, 3):
+        raise ValueError(f"read_images handles 1 or 3 channels, got {channels}")
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no image folder at {directory!r}")
+    names = sorted(n for n in os.listdir(directory) if not n.startswith("."))
+    images = []
+    for name in names:
+        with Image.open(os.path.join(directory, name)) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+            images.append(np.asarray(image, np.float32).reshape(height, width, -1))
+    if not images:
+        raise ValueError(f"no images in {directory!r}")
+    return np.stack(images), names

@@ -1,0 +1,372 @@
+"""Export: SavedModel (TF Serving contract) and TFLite variants return packed codes.
+
+One HashNet is trained on scikit-learn's digits (8x8 grayscale, no download)
+for the whole module; each TFLite variant is converted once. References are
+independent of the exporters: ``np.packbits(z >= 0)`` on the model's own
+``code_logits`` and a small numpy mAP.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+from sklearn.datasets import load_digits
+
+import keras_hash
+from keras_hash import export
+
+BITS = 32
+QUANTIZED = ("float16", "dynamic", "int8")
+# Minimum bit agreement with model.encode measured on this model; quantized
+# variants may flip only low-margin bits (see test_quantized_flips_only_small_z).
+MIN_AGREEMENT = {"float16": 0.999, "dynamic": 0.99, "int8": 0.95}
+
+
+def digits():
+    data = load_digits()
+    order = np.random.default_rng(0).permutation(len(data.images))
+    images = data.images[order].astype("float32")[..., None] * 16  # 0..256 raw
+    return np.minimum(images, 255), data.target[order]
+
+
+def backbone():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(128, activation="relu")(x)
+    return keras.Model(inputs, x)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    images, labels = digits()
+    model = keras_hash.HashNet(backbone(), bits=BITS)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(images[:1000], labels[:1000], batch_size=64, epochs=15, verbose=0)
+    z = model.code_logits(images).numpy()
+    root = tmp_path_factory.mktemp("export")
+    path = root / "hashnet.keras"
+    model.save(path)
+    return {
+        "model": model,
+        "images": images,
+        "labels": labels,
+        "z": z,
+        "reference": np.packbits(z >= 0, axis=-1),
+        "root": root,
+        "keras_path": path,
+    }
+
+
+@pytest.fixture(scope="module")
+def tflite_files(trained):
+    paths = {}
+    for quantization in export.QUANTIZATIONS:
+        representative = trained["images"][:500] if quantization == "int8" else None
+        paths[quantization] = export.export_tflite(
+            trained["model"],
+            trained["root"] / f"codes_{quantization}.tflite",
+            quantization=quantization,
+            representative_images=representative,
+        )
+    return paths
+
+
+@pytest.fixture(scope="module")
+def saved_model(trained):
+    path = export.export_saved_model(trained["model"], trained["root"] / "models")
+    return path, tf.saved_model.load(path)
+
+
+def litert_run(path, images):
+    interpreter = Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner("serving_default")
+    return runner(images=images)["codes"]
+
+
+def litert_ops(path):
+    interpreter = Interpreter(model_path=str(path))
+    return {op["op_name"] for op in interpreter._get_ops_details()}
+
+
+def bit_agreement(a, b):
+    return float(np.mean(np.unpackbits(a, axis=-1) == np.unpackbits(b, axis=-1)))
+
+
+def numpy_map(codes, labels, queries=200):
+    """mAP over the full ranking (ties by index), first ``queries`` rows query."""
+    bits = np.unpackbits(codes, axis=-1).astype(np.int32)
+    q_bits, db_bits = bits[:queries], bits[queries:]
+    dist = (q_bits[:, None, :] != db_bits[None, :, :]).sum(-1)
+    order = np.argsort(dist, axis=1, kind="stable")
+    rel = labels[queries:][order] == labels[:queries, None]
+    hits = np.cumsum(rel, axis=1)
+    ranks = np.arange(1, rel.shape[1] + 1)
+    ap = (hits / ranks * rel).sum(1) / np.maximum(rel.sum(1), 1)
+    return float(ap.mean())
+
+
+# --- the model itself -----------------------------------------------------
+
+
+def test_model_is_trained(trained):
+    assert np.array_equal(
+        trained["model"].encode(trained["images"]), trained["reference"]
+    )
+    assert numpy_map(trained["reference"], trained["labels"]) > 0.6
+
+
+# --- SavedModel -----------------------------------------------------------
+
+
+def test_saved_model_layout_and_codes_equal_encode(trained, saved_model):
+    path, loaded = saved_model
+    assert path == os.path.join(trained["root"] / "models", "keras_hash", "1")
+    assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+    assert os.listdir(os.path.dirname(path)) == ["1"]
+    codes = loaded.signatures["serving_default"](images=tf.constant(trained["images"]))
+    assert codes["codes"].dtype == tf.uint8
+    np.testing.assert_array_equal(codes["codes"].numpy(), trained["reference"])
+
+
+def test_saved_model_logits_signature(trained, saved_model):
+    _, loaded = saved_model
+    out = loaded.signatures["code_logits"](images=tf.constant(trained["images"][:64]))
+    np.testing.assert_allclose(out["logits"].numpy(), trained["z"][:64], atol=1e-5)
+
+
+def test_saved_model_cli_show(saved_model):
+    path, _ = saved_model
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run(
+        [
+            cli,
+            "show",
+            "--dir",
+            path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    shown = " ".join(shown.split())
+    assert "inputs['images'] tensor_info: dtype: DT_FLOAT shape: (-1, 8, 8, 1)" in shown
+    assert "outputs['codes'] tensor_info: dtype: DT_UINT8 shape: (-1, 4)" in shown
+    assert "Method name is: tensorflow/serving/predict" in shown
+
+
+def test_saved_model_rejects_wrong_image_shape(saved_model, trained):
+    _, loaded = saved_model
+    serve = loaded.signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"8,8,1"):
+        serve(images=tf.zeros((2, 9, 9, 1)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="float"):
+        serve(images=tf.zeros((2, 8, 8, 1), tf.int32))
+
+
+def test_existing_version_is_not_overwritten(trained, saved_model):
+    path, _ = saved_model
+    before = sorted(os.listdir(path))
+    with pytest.raises(FileExistsError, match="already exists"):
+        export.export_saved_model(trained["model"], trained["root"] / "models")
+    assert sorted(os.listdir(path)) == before
+
+
+def test_interrupted_export_leaves_no_version_dir(trained, tmp_path, monkeypatch):
+    def interrupted(obj, export_dir, *args, **kwargs):
+        os.makedirs(os.path.join(export_dir, "variables"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tf.saved_model, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_saved_model(trained["model"], tmp_path, version=3)
+    assert os.listdir(tmp_path / "keras_hash") == []
+
+
+@pytest.mark.parametrize("version", [0, -1, 1.5, "2", True])
+def test_bad_version(trained, tmp_path, version):
+    with pytest.raises((ValueError, TypeError), match="version"):
+        export.export_saved_model(trained["model"], tmp_path, version=version)
+
+
+# --- TFLite ---------------------------------------------------------------
+
+
+def test_tflite_ops_are_builtins(tflite_files):
+    for quantization, path in tflite_files.items():
+        ops = litert_ops(path)
+        assert not [op for op in ops if "FLEX" in op.upper() or op == "CUSTOM"], (
+            quantization,
+            ops,
+        )
+        assert {"GREATER_EQUAL", "MUL", "SUM", "CAST"} <= ops
+        assert export.builtin_op_names(open(path, "rb").read()) == sorted(ops)
+
+
+def test_tflite_float32_codes_equal_encode(trained, tflite_files):
+    codes = litert_run(tflite_files["float32"], trained["images"])
+    assert codes.dtype == np.uint8 and codes.shape == (len(trained["images"]), 4)
+    np.testing.assert_array_equal(codes, trained["reference"])
+
+
+def test_tflite_encoder_matches_interpreter(trained, tflite_files):
+    encoder = export.TFLiteEncoder(tflite_files["float32"])
+    assert (encoder.bits, encoder.image_shape) == (BITS, (8, 8, 1))
+    codes = encoder.encode(trained["images"].astype(np.uint8), batch_size=100)
+    np.testing.assert_array_equal(codes, trained["reference"])
+
+
+@pytest.mark.parametrize("quantization", QUANTIZED)
+def test_quantized_bit_agreement_and_map(trained, tflite_files, quantization):
+    codes = litert_run(tflite_files[quantization], trained["images"])
+    assert codes.dtype == np.uint8
+    assert bit_agreement(codes, trained["reference"]) >= MIN_AGREEMENT[quantization]
+    drop = numpy_map(trained["reference"], trained["labels"]) - numpy_map(
+        codes, trained["labels"]
+    )
+    assert drop <= 0.01
+
+
+@pytest.mark.parametrize("quantization", QUANTIZED)
+def test_quantized_flips_only_small_z(trained, tflite_files, quantization):
+    codes = litert_run(tflite_files[quantization], trained["images"])
+    flipped = np.unpackbits(codes, axis=-1) != np.unpackbits(trained["reference"], -1)
+    margin = np.abs(trained["z"][flipped])
+    assert margin.size == 0 or margin.max() < 0.1 * np.abs(trained["z"]).max()
+
+
+def test_quantized_files_are_smaller(tflite_files):
+    size = {q: os.path.getsize(p) for q, p in tflite_files.items()}
+    assert size["float16"] < 0.6 * size["float32"]
+    assert size["dynamic"] < 0.4 * size["float32"]
+    assert size["int8"] < 0.4 * size["float32"]
+
+
+def test_tflite_no_overwrite_and_atomic(trained, tflite_files):
+    path = tflite_files["float32"]
+    before = open(path, "rb").read()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export.export_tflite(trained["model"], path)
+    assert open(path, "rb").read() == before
+    assert not [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".tmp")]
+
+
+def test_flex_op_fails_conversion(trained, tmp_path, monkeypatch):
+    def shifted(z):
+        return tf.cast(tf.bitwise.left_shift(tf.cast(z >= 0, tf.int32), 1), tf.uint8)
+
+    monkeypatch.setattr(export, "_pack_int32", shifted)
+    with pytest.raises(ValueError, match="builtin"):
+        export.export_tflite(trained["model"], tmp_path / "flex.tflite")
+    assert not os.listdir(tmp_path)
+
+
+# --- bad input ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "images, error, message",
+    [
+        (np.zeros((2, 9, 9, 1), np.float32), ValueError, r"resize the images"),
+        (np.zeros((2, 8, 8, 3), np.float32), ValueError, r"1 channel"),
+        (np.zeros((8, 8, 1), np.float32), ValueError, r"batch axis"),
+        (np.zeros((2, 8, 8, 1), np.float64), TypeError, r"float64"),
+        (np.zeros((2, 8, 8, 1), np.int32), TypeError, r"int32"),
+    ],
+)
+def test_tflite_encoder_bad_images(tflite_files, images, error, message):
+    with pytest.raises(error, match=message):
+        export.TFLiteEncoder(tflite_files["float32"]).encode(images)
+
+
+def test_bits_not_multiple_of_8(tmp_path):
+    model = keras_hash.HashNet(backbone(), bits=12)
+    with pytest.raises(ValueError, match="multiple of 8.*12"):
+        export.export_saved_model(model, tmp_path)
+    with pytest.raises(ValueError, match="multiple of 8.*12"):
+        export.export_tflite(model, tmp_path / "x.tflite")
+    assert os.listdir(tmp_path) == []
+
+
+def test_not_a_hash_model(tmp_path):
+    plain = backbone()
+    with pytest.raises(TypeError, match="HashModel"):
+        export.export_tflite(plain, tmp_path / "x.tflite")
+    plain.save(tmp_path / "plain.keras")
+    with pytest.raises(TypeError, match="not a keras_hash hash model"):
+        export.load_hash_model(tmp_path / "plain.keras")
+
+
+def test_missing_or_corrupt_model_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.keras"):
+        export.load_hash_model(tmp_path / "missing.keras")
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="could not load"):
+        export.load_hash_model(tmp_path / "junk.keras")
+
+
+def test_load_hash_model_round_trip(trained):
+    model = export.load_hash_model(trained["keras_path"])
+    np.testing.assert_array_equal(model.encode(trained["images"]), trained["reference"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"quantization": "int4"}, "quantization must be one of"),
+        ({"quantization": "int8"}, "needs representative_images"),
+        (
+            {
+                "quantization": "float16",
+                "representative_images": np.zeros((1, 8, 8, 1)),
+            },
+            "only used with quantization='int8'",
+        ),
+        (
+            {
+                "quantization": "int8",
+                "representative_images": np.zeros((4, 8, 8), np.float32),
+            },
+            "shape",
+        ),
+    ],
+)
+def test_bad_tflite_options(trained, tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        export.export_tflite(trained["model"], tmp_path / "x.tflite", **kwargs)
+    with pytest.raises(ValueError, match=".tflite"):
+        export.export_tflite(trained["model"], tmp_path / "x.bin")
+
+
+def test_tflite_encoder_rejects_other_files(tmp_path, trained):
+    with pytest.raises(FileNotFoundError):
+        export.TFLiteEncoder(tmp_path / "missing.tflite")
+    plain = tmp_path / "plain.tflite"
+    converter = tf.lite.TFLiteConverter.from_keras_model(backbone())
+    plain.write_bytes(converter.convert())
+    with pytest.raises(ValueError, match="not a keras_hash TFLite export"):
+        export.TFLiteEncoder(plain)
+
+
+def test_json_response_shape(trained, saved_model):
+    """TF Serving's row-format response: uint8 codes as JSON integers."""
+    _, loaded = saved_model
+    body = json.dumps({"instances": trained["images"][:3].tolist()})
+    instances = np.asarray(json.loads(body)["instances"], np.float32)
+    codes = loaded.signatures["serving_default"](images=instances)["codes"].numpy()
+    response = json.loads(json.dumps({"predictions": codes.tolist()}))
+    assert response["predictions"] == trained["reference"][:3].tolist()
