@@ -237,6 +237,7 @@ def fit_resumable(model, train_images, train_labels, callbacks) -> dict:
             epochs=epoch + 1 if offset else FLAGS.epochs,
             steps_per_epoch=spe - offset if offset else spe,
             callbacks=[backup, *callbacks],
+            shuffle=False,
             verbose=1 if sys.stdout.isatty() else 2,
         )
         step = int(model.optimizer.iterations)
