@@ -5,7 +5,15 @@ HashNet and DHN models, losses and a continuation hash layer that train with
 SavedModel and TFLite export whose output is packed codes.
 """
 
-from keras_hash import evaluation, losses, schedules, similarity
+from keras_hash import (
+    backbones,
+    callbacks,
+    datasets,
+    evaluation,
+    losses,
+    schedules,
+    similarity,
+)
 from keras_hash.codes import hamming_distance, pack_codes, unpack_codes
 from keras_hash.index import HammingIndex, RangeResult
 from keras_hash.layers import HashLayer
