@@ -448,13 +448,14 @@ def main(argv):
     )
     training["beta"] = float(model.hash_layer.beta.numpy())
     training["hash_iterations"] = int(model.hash_layer.iterations.numpy())
+    # Evaluate the float32 model that is saved and exported.
+    model = float32_copy(model, images.shape[1:])
     results = evaluate(model, images, labels, split)
     index, distances, relevant = hamming_distances(
         results["problem"], FLAGS.bits, seed=FLAGS.seed
     )
     index.save(os.path.join(FLAGS.output_dir, "database.index"))
     plots = write_plots(results, distances, relevant, FLAGS.output_dir)
-    model = float32_copy(model, images.shape[1:])
     exports = export_all(model, FLAGS.output_dir, images[split.train[:500]])
     record = metrics_record(results, training, {**exports, "plots": plots})
     with open(os.path.join(FLAGS.output_dir, "metrics.json"), "w") as file:
