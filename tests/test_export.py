@@ -6,17 +6,23 @@ independent of the exporters: ``np.packbits(z >= 0)`` on the model's own
 ``code_logits`` and a small numpy mAP.
 """
 
+import http.server
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import threading
+from concurrent import futures
 
+import grpc
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from sklearn.datasets import load_digits
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import keras_hash
 from keras_hash import export
@@ -362,11 +368,122 @@ def test_tflite_encoder_rejects_other_files(tmp_path, trained):
         export.TFLiteEncoder(plain)
 
 
-def test_json_response_shape(trained, saved_model):
-    """TF Serving's row-format response: uint8 codes as JSON integers."""
-    _, loaded = saved_model
-    body = json.dumps({"instances": trained["images"][:3].tolist()})
-    instances = np.asarray(json.loads(body)["instances"], np.float32)
-    codes = loaded.signatures["serving_default"](images=instances)["codes"].numpy()
-    response = json.loads(json.dumps({"predictions": codes.tolist()}))
-    assert response["predictions"] == trained["reference"][:3].tolist()
+# --- TF Serving contract (offline: the model server cannot be installed) ----
+
+
+def load_client():
+    path = os.path.join(
+        os.path.dirname(__file__), "..", "export", "serving", "client.py"
+    )
+    spec = importlib.util.spec_from_file_location("serving_client", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+client = load_client()
+
+
+def serve_rest(loaded, body):
+    """What TF Serving does with a row-format REST predict body."""
+    request = json.loads(body)
+    signature = loaded.signatures[request.get("signature_name", "serving_default")]
+    images = tf.constant(np.asarray(request["instances"], np.float32))
+    codes = signature(images=images)["codes"].numpy()
+    return json.dumps({"predictions": codes.tolist()})
+
+
+class FakeServing(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, loaded):
+        self.loaded = loaded
+
+    def Predict(self, request, context):
+        signature = self.loaded.signatures[request.model_spec.signature_name]
+        images = tf.make_ndarray(request.inputs["images"])
+        outputs = signature(images=tf.constant(images))
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = request.model_spec.name
+        for name, value in outputs.items():
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
+        return response
+
+
+def test_rest_body_and_response(trained, saved_model):
+    images = trained["images"][:5]
+    body = client.rest_request_body(images)
+    assert json.loads(body)["signature_name"] == "serving_default"
+    response = serve_rest(saved_model[1], body)
+    assert json.loads(response)["predictions"] == trained["reference"][:5].tolist()
+    codes = client.codes_from_rest(response, bits=BITS)
+    assert codes.dtype == np.uint8
+    np.testing.assert_array_equal(codes, trained["reference"][:5])
+
+
+def test_rest_round_trip_over_http(trained, saved_model):
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append(self.path)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            reply = serve_rest(saved_model[1], body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        address = f"127.0.0.1:{server.server_port}"
+        codes = client.predict("rest", address, "hashnet", trained["images"][:7], BITS)
+    finally:
+        server.shutdown()
+    assert seen == ["/v1/models/hashnet:predict"]
+    np.testing.assert_array_equal(codes, trained["reference"][:7])
+
+
+def test_grpc_round_trip(trained, saved_model):
+    request = client.grpc_request(trained["images"][:6], "hashnet")
+    parsed = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+    assert parsed.model_spec.signature_name == "serving_default"
+    assert list(parsed.inputs) == ["images"]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        FakeServing(saved_model[1]), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        codes = client.predict(
+            "grpc", f"127.0.0.1:{port}", "hashnet", trained["images"][:6], BITS
+        )
+    finally:
+        server.stop(None)
+    assert codes.dtype == np.uint8
+    np.testing.assert_array_equal(codes, trained["reference"][:6])
+
+
+def test_client_nearest_neighbours(trained):
+    database, queries = trained["reference"][100:], trained["reference"][:20]
+    distances, ids = client.nearest(database, queries, BITS, k=5)
+    bits_db, bits_q = np.unpackbits(database, axis=-1), np.unpackbits(queries, axis=-1)
+    brute = (bits_q[:, None, :] != bits_db[None, :, :]).sum(-1)
+    expected = np.argsort(brute, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_array_equal(distances, np.take_along_axis(brute, expected, 1))
+
+
+def test_client_bad_responses():
+    with pytest.raises(ValueError, match="not a predict response"):
+        client.codes_from_rest('{"error": "Model not found"}', bits=BITS)
+    with pytest.raises(ValueError, match="bytes wide"):
+        client.codes_from_rest('{"predictions": [[1, 2, 3]]}', bits=BITS)
+    with pytest.raises(ValueError, match="0..255"):
+        client.codes_from_rest('{"predictions": [[1, 2, 3, 256]]}', bits=BITS)
+    with pytest.raises(ValueError, match="protocol"):
+        client.predict("http2", "localhost:1", "m", np.zeros((1, 8, 8, 1)), BITS)
