@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
+from PIL import Image
 from sklearn.datasets import load_digits
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -487,3 +488,54 @@ def test_client_bad_responses():
         client.codes_from_rest('{"predictions": [[1, 2, 3, 256]]}', bits=BITS)
     with pytest.raises(ValueError, match="protocol"):
         client.predict("http2", "localhost:1", "m", np.zeros((1, 8, 8, 1)), BITS)
+
+
+# --- command line and example ---------------------------------------------
+
+
+def run_script(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    root = os.path.join(os.path.dirname(__file__), "..")
+    return subprocess.run(
+        [sys.executable, *args], cwd=root, env=env, capture_output=True, text=True
+    )
+
+
+def test_command_line_and_tflite_example(trained, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(trained["images"][:40]):
+        pixels = image[..., 0].astype(np.uint8)
+        Image.fromarray(pixels, "L").save(folder / f"{i:03d}.png")
+    done = run_script(
+        "export/export_model.py",
+        f"--model={trained['keras_path']}",
+        f"--base_dir={tmp_path / 'models'}",
+        "--model_name=digits",
+        "--tflite=float32,int8",
+        f"--representative_dir={folder}",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert os.path.isfile(tmp_path / "models" / "digits" / "1" / "saved_model.pb")
+    tflite = tmp_path / "models" / "digits_float32.tflite"
+    assert os.path.isfile(tmp_path / "models" / "digits_int8.tflite")
+    done = run_script(
+        "examples/encode_images_tflite.py",
+        f"--tflite={tflite}",
+        f"--images={folder}",
+        f"--output={tmp_path / 'codes.npy'}",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    codes = np.load(tmp_path / "codes.npy")
+    np.testing.assert_array_equal(codes, trained["reference"][:40])
+
+
+def test_command_line_errors(trained, tmp_path):
+    done = run_script(
+        "export/export_model.py", f"--model={tmp_path / 'nope.keras'}", "--tflite=int8"
+    )
+    assert done.returncode != 0
+    assert "no model file" in done.stderr and "nope.keras" in done.stderr
+    done = run_script("export/export_model.py", "--help")
+    for flag in ("--model", "--base_dir", "--tflite", "--representative_dir"):
+        assert flag in done.stdout
