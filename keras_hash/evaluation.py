@@ -64,6 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keras_hash.codes import as_words, check_packed
+from keras_hash.index import HammingIndex
 
 _TIES = ("index", "random", "expected")
 _EMPTY = ("zero", "skip")
@@ -188,9 +189,12 @@ def average_precisions(
     top_k = problem.check_count("top_k", top_k)
     if ties == "random":
         problem.permute(np.random.default_rng(seed).permutation(problem.n))
-    parts = [
-        _chunk_ap(problem, dist, rel, top_k, ties) for dist, rel in problem.chunks()
-    ]
+    if ties != "expected" and top_k is not None and top_k < problem.n:
+        parts = [_ranked_ap(rel) for rel in problem.ranked_relevance(top_k)]
+    else:
+        parts = [
+            _chunk_ap(problem, dist, rel, top_k, ties) for dist, rel in problem.chunks()
+        ]
     return (
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
@@ -284,10 +288,13 @@ def precision_at_n(
     n = problem.check_count("n", n, required=True)
     if ties == "random":
         problem.permute(np.random.default_rng(seed).permutation(problem.n))
-    hits = [
-        _chunk_hits_at_n(dist, rel, n, ties, problem.bits)
-        for dist, rel in problem.chunks()
-    ]
+    if ties == "expected":
+        hits = [
+            _expected_hits_at_n(dist, rel, n, problem.bits)
+            for dist, rel in problem.chunks()
+        ]
+    else:
+        hits = [rel.sum(1) for rel in problem.ranked_relevance(n)]
     return float(np.concatenate(hits).mean() / n)
 
 
@@ -337,6 +344,21 @@ class _Problem:
     def permute(self, order: np.ndarray) -> None:
         self.database_codes = self.database_codes[order]
         self.database_labels = self.database_labels[order]
+
+    def ranked_relevance(self, k: int):
+        """Yields relevance ``[q, k]`` of each query's top k, ties by index.
+
+        Uses the exact k-NN of :class:`keras_hash.HammingIndex` (numpy
+        backend): a streaming top k, so only the top k pairs are labelled.
+        """
+        index = HammingIndex(self.bits, backend="numpy")
+        index.add(self.database_codes)
+        relevance = _Relevance(self.database_labels)
+        step = max(1, _CHUNK_PAIRS // (4 * k))
+        for q0 in range(0, self.q, step):
+            chunk = slice(q0, q0 + step)
+            _, positions = index.search(self.query_codes[chunk], k)
+            yield relevance.pairs(self.query_labels[chunk], positions)
 
     def chunks(self):
         """Yields ``(distances [q, N], relevant [q, N] bool)`` per query chunk."""
@@ -391,6 +413,16 @@ class _Relevance:
             shared |= (query[w, :, None] & self.database[w, None, :]) != 0
         return shared
 
+    def pairs(self, query_labels: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Relevance of query i to database item ``positions[i, j]``."""
+        query = self._encode(query_labels)
+        if not self.multi_hot:
+            return query[:, None] == self.database[positions]
+        shared = np.zeros(positions.shape, bool)
+        for w in range(len(query)):
+            shared |= (query[w, :, None] & self.database[w][positions]) != 0
+        return shared
+
 
 def _distances(qplanes: np.ndarray, planes: np.ndarray, dtype) -> np.ndarray:
     """Hamming distances ``[q, N]`` between word planes, blocked for cache."""
@@ -432,33 +464,15 @@ def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return num / np.maximum(den, 1)
 
 
-def _thresholds(dist: np.ndarray, k: int, bits: int) -> np.ndarray:
-    """Per query, the smallest distance t with at least k items at or below it."""
-    lo = np.zeros(len(dist), np.int64)
-    hi = np.full(len(dist), bits, np.int64)
-    while np.any(lo < hi):
-        mid = (lo + hi) // 2
-        enough = np.count_nonzero(dist <= mid[:, None].astype(dist.dtype), axis=1) >= k
-        hi = np.where(enough, mid, hi)
-        lo = np.where(enough, lo, mid + 1)
-    return lo
-
-
-def _chunk_hits_at_n(dist, rel, n, ties, bits):
-    """Relevant items among the first n, per query (expected ones for ties)."""
+def _expected_hits_at_n(dist, rel, n, bits):
+    """Expected relevant items among the first n, ties in random order."""
     hist, relhist = _histograms(dist, rel, bits)
     before = np.cumsum(hist, axis=1) - hist
     t = np.argmax(before + hist >= n, axis=1)
     rows = np.arange(len(dist))
     rel_before = (np.cumsum(relhist, axis=1) - relhist)[rows, t]
     m = n - before[rows, t]  # places taken from the group at distance t
-    if ties == "expected":
-        return rel_before + m * relhist[rows, t] / hist[rows, t]
-    # First m items at distance t, by index: rank inside the group.
-    at_t = dist == t[:, None].astype(dist.dtype)
-    rank = np.cumsum(at_t, axis=1)
-    taken = at_t & (rank <= m[:, None]) & rel
-    return rel_before + taken.sum(1)
+    return rel_before + m * relhist[rows, t] / hist[rows, t]
 
 
 # ---------------------------------------------------------------------------
@@ -468,9 +482,7 @@ def _chunk_hits_at_n(dist, rel, n, ties, bits):
 def _chunk_ap(problem: _Problem, dist, rel, top_k, ties):
     if ties == "expected":
         return _expected_ap(dist, rel, top_k, problem.bits)
-    if top_k is None or top_k >= problem.n:
-        return _index_ap_full(dist, rel)
-    return _index_ap_top_k(dist, rel, top_k, problem.bits)
+    return _index_ap_full(dist, rel)
 
 
 def _index_ap_full(dist, rel):
@@ -484,22 +496,12 @@ def _index_ap_full(dist, rel):
     return ap, rel.any(axis=1)
 
 
-def _index_ap_top_k(dist, rel, top_k, bits):
-    """AP@K, ties by index: only items up to the K-th distance are sorted."""
-    q, n = dist.shape
-    t = _thresholds(dist, top_k, bits)
-    flat = np.flatnonzero(dist <= t[:, None].astype(dist.dtype))
-    rows = flat // n
-    order = np.argsort(rows * (bits + 1) + dist.ravel()[flat], kind="stable")
-    rows, hit = rows[order], rel.ravel()[flat][order]
-    place = np.arange(len(rows)) - np.searchsorted(rows, rows)  # 0-based rank
-    keep = hit & (place < top_k)
-    rows, place = rows[keep], place[keep]
-    hits_before = np.arange(len(rows)) - np.searchsorted(rows, rows)
-    precision = (hits_before + 1) / (place + 1)
-    total = np.bincount(rows, weights=precision, minlength=q)
-    count = np.bincount(rows, minlength=q)
-    return total / np.maximum(count, 1), count > 0
+def _ranked_ap(rel: np.ndarray):
+    """AP of relevance already in ranked order, ``[q, k]``."""
+    hits = np.cumsum(rel, axis=1)
+    precision = hits / np.arange(1, rel.shape[1] + 1)
+    total = hits[:, -1]
+    return (precision * rel).sum(1) / np.maximum(total, 1), total > 0
 
 
 def _harmonic(n: int) -> np.ndarray:

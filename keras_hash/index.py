@@ -52,6 +52,8 @@ FORMAT_VERSION = 1
 # 8 bytes is 1 MiB, so one block of XORs stays in L2 cache.
 _QUERY_BLOCK = 32
 _DB_BLOCK = 4096
+# Database items sampled to guess the k-NN distance limit.
+_SAMPLE = 8192
 
 
 @dataclass(frozen=True)
@@ -351,16 +353,48 @@ class _NumpyBackend:
         return out_d, out_p
 
     def _knn_chunk(self, qplanes, planes, k):
-        n_queries = qplanes.shape[1]
-        limit = np.full(n_queries, self.bits + 1, self.dtype)  # keep d < limit
-        found = _Candidates(n_queries, self.bits, k, self.dtype)
-        for j0, dist in _blocks(qplanes, planes, self.dtype):
-            mask = dist < limit[:, None]
-            found.extend(mask, dist, j0)
-            if found.size > 2 * k * n_queries:
-                limit = found.prune()
-        found.prune()
+        found = self._scan(qplanes, planes, k, self._guess_limit(qplanes, planes, k))
+        if np.any(found.counts() < k):  # the guess was too tight: no guess
+            found = self._scan(qplanes, planes, k, None)
         return found.top_k()
+
+    def _scan(self, qplanes, planes, k, limit):
+        """Streams the database, keeping what can still be in the top k."""
+        n_queries = qplanes.shape[1]
+        if limit is None:
+            limit = np.full(n_queries, self.bits + 1, self.dtype)  # keep d < limit
+        found = _Candidates(n_queries, self.bits, k, self.dtype)
+        budget = 2 * k * n_queries
+        for j0, dist in _blocks(qplanes, planes, self.dtype):
+            found.extend(dist < limit[:, None], dist, j0)
+            if found.size > budget:
+                limit = np.minimum(limit, found.prune())
+                budget = max(budget, 2 * found.size)  # amortised pruning
+        found.prune()
+        return found
+
+    def _guess_limit(self, qplanes, planes, k):
+        """A strict distance limit from a strided sample, or None.
+
+        The limit keeps, per query, items up to the distance where the sample
+        predicts k items plus a 4-sigma margin, so the first blocks already
+        yield few candidates. It is only a guess: a query that ends with fewer
+        than k candidates is searched again without it.
+        """
+        n = planes.shape[1]
+        if n < 8 * _SAMPLE:
+            return None
+        sample = np.ascontiguousarray(planes[:, :: n // _SAMPLE])
+        expect = k * sample.shape[1] / n
+        rank = int(expect + 4 * np.sqrt(expect) + 8)
+        if rank >= sample.shape[1]:
+            return None
+        dist = np.concatenate(
+            [d.copy() for _, d in _blocks(qplanes, sample, self.dtype)], 1
+        )
+        # A stable sort of small ints is numpy's radix sort: cheaper than partition.
+        guess = np.sort(dist, axis=1, kind="stable")[:, rank].astype(np.int64) + 1
+        return np.minimum(guess, self.bits + 1).astype(self.dtype)
 
     def range(self, queries: np.ndarray, radius: int):
         planes = self.planes()
@@ -444,9 +478,21 @@ class _Candidates:
         self.size = int(keep.sum())
         return np.where(enough, t, self.bits + 1).astype(self.dtype)
 
+    def counts(self) -> np.ndarray:
+        rows, _, _ = self._merged()
+        return np.bincount(rows, minlength=self.n_queries)
+
     def sorted(self):
+        """Candidates by (query, distance, position).
+
+        Candidates of one query arrive by position, so a stable sort on
+        (query, distance) suffices; a 16-bit key takes numpy's radix sort.
+        """
         rows, dist, pos = self._merged()
-        order = np.lexsort((pos, dist, rows))
+        key = rows * (self.bits + 1) + dist
+        if self.n_queries * (self.bits + 1) <= 1 << 16:
+            key = key.astype(np.uint16)
+        order = np.argsort(key, kind="stable")
         return rows[order], dist[order], pos[order]
 
     def top_k(self):

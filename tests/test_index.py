@@ -7,6 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from keras_hash import index as index_module
 from keras_hash.index import HammingIndex, RangeResult
 
 
@@ -419,3 +420,42 @@ class TestBadInput:
         with pytest.raises(ValueError):
             index.add(np.zeros((2, 2), np.uint8), ids=[5, 50])
         assert len(index) == 10
+
+
+class TestSampledLimit:
+    """Databases large enough for the numpy backend's sampled distance guess."""
+
+    def test_large_database_matches_brute_force(self):
+        rng = np.random.default_rng(12)
+        database = _random_codes(rng, 70_000, 16)
+        queries = _random_codes(rng, 6, 16)
+        index = HammingIndex(16, backend="numpy")
+        index.add(database)
+        distances, ids = index.search(queries, 250)
+        for row, (want_d, want_ids) in enumerate(
+            _brute_rankings(queries, database, np.arange(70_000), 16)
+        ):
+            np.testing.assert_array_equal(distances[row], want_d[:250])
+            np.testing.assert_array_equal(ids[row], want_ids[:250])
+
+    def test_misleading_sample_falls_back(self, monkeypatch):
+        # The strided sample (every 8th item) sees 40 codes at distance 0 and
+        # guesses a limit of 1, but 100 neighbours need distance 16 too.
+        database = np.full((70_000, 2), 255, np.uint8)
+        database[: 8 * 40 : 8] = 0
+        scans = []
+        original = index_module._NumpyBackend._scan
+        monkeypatch.setattr(
+            index_module._NumpyBackend,
+            "_scan",
+            lambda self, *args: scans.append(args[-1]) or original(self, *args),
+        )
+        index = HammingIndex(16, backend="numpy")
+        index.add(database)
+        distances, ids = index.search(np.zeros((1, 2), np.uint8), 100)
+        assert scans[0] is not None and scans[1] is None  # guessed, then fell back
+        far = np.setdiff1d(np.arange(70_000), np.arange(0, 320, 8))[:60]
+        np.testing.assert_array_equal(
+            ids[0], np.concatenate([np.arange(0, 320, 8), far])
+        )
+        np.testing.assert_array_equal(distances[0], [0] * 40 + [16] * 60)
