@@ -32,7 +32,7 @@ BITS = 32
 QUANTIZED = ("float16", "dynamic", "int8")
 # Minimum bit agreement with model.encode measured on this model; quantized
 # variants may flip only low-margin bits (see test_quantized_flips_only_small_z).
-MIN_AGREEMENT = {"float16": 0.999, "dynamic": 0.99, "int8": 0.95}
+MIN_AGREEMENT = {"float16": 0.9995, "dynamic": 0.995, "int8": 0.995}
 
 
 def digits():
@@ -245,7 +245,7 @@ def test_quantized_bit_agreement_and_map(trained, tflite_files, quantization):
     drop = numpy_map(trained["reference"], trained["labels"]) - numpy_map(
         codes, trained["labels"]
     )
-    assert drop <= 0.01
+    assert drop <= 0.005
 
 
 @pytest.mark.parametrize("quantization", QUANTIZED)
@@ -259,8 +259,8 @@ def test_quantized_flips_only_small_z(trained, tflite_files, quantization):
 def test_quantized_files_are_smaller(tflite_files):
     size = {q: os.path.getsize(p) for q, p in tflite_files.items()}
     assert size["float16"] < 0.6 * size["float32"]
-    assert size["dynamic"] < 0.4 * size["float32"]
-    assert size["int8"] < 0.4 * size["float32"]
+    assert size["dynamic"] <= 0.3 * size["float32"]
+    assert size["int8"] <= 0.3 * size["float32"]
 
 
 def test_tflite_no_overwrite_and_atomic(trained, tflite_files):
