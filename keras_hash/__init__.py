@@ -10,6 +10,7 @@ from keras_hash import (
     callbacks,
     datasets,
     evaluation,
+    export,
     losses,
     schedules,
     similarity,
