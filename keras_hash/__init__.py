@@ -23,3 +23,28 @@ from keras_hash.models import DHN, HashModel, HashNet
 from keras_hash.schedules import BetaSchedule, ConstantBeta, HashNetContinuation
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "DHN",
+    "BetaSchedule",
+    "ConstantBeta",
+    "DHNLoss",
+    "HammingIndex",
+    "HashLayer",
+    "HashModel",
+    "HashNet",
+    "HashNetContinuation",
+    "HashNetLoss",
+    "RangeResult",
+    "backbones",
+    "callbacks",
+    "datasets",
+    "evaluation",
+    "export",
+    "hamming_distance",
+    "losses",
+    "pack_codes",
+    "schedules",
+    "similarity",
+    "unpack_codes",
+]

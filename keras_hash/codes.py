@@ -161,13 +161,15 @@ def pack_codes_tensor(z):
 
     Uses only comparison, cast, multiply and sum (TFLite builtins), never
     shifts, bitwise ops or popcount, which would need the Flex runtime.
-    ``z >= 0`` is bit 1, in the bit order of :func:`pack_codes`.
+    ``z >= 0`` is bit 1, in the bit order of :func:`pack_codes`. The
+    arithmetic is int32: full-int8 TFLite conversion quantizes float tensors,
+    and a float byte sum (0 to 255) quantized to int8 would lose bits.
     """
     from keras import ops
 
     bits = z.shape[-1]
     check_bits(bits)
-    on = ops.cast(ops.greater_equal(z, 0), "float32")
+    on = ops.cast(ops.greater_equal(z, 0), "int32")
     grouped = ops.reshape(on, (-1, bits // 8, 8))
-    weights = ops.convert_to_tensor(BIT_WEIGHTS, dtype="float32")
+    weights = ops.convert_to_tensor(BIT_WEIGHTS, dtype="int32")
     return ops.cast(ops.sum(grouped * weights, axis=-1), "uint8")

@@ -23,9 +23,10 @@ atomic: they write a temporary sibling and rename it into place, so an
 interrupted export leaves no half-written version directory (TF Serving only
 loads directories whose names are numbers; the temporary one is not).
 
-Codes are packed in int32 arithmetic (``cast(z >= 0) * [128, ..., 1]`` and a
-sum). Full-int8 conversion quantizes every float tensor, and a float packing
-sum (0 to 255) quantized to int8 loses bits; int32 tensors are left alone.
+Codes are packed by :func:`keras_hash.codes.pack_codes_tensor`, in int32
+arithmetic (``cast(z >= 0) * [128, ..., 1]`` and a sum): full-int8 conversion
+quantizes every float tensor, and a float packing sum (0 to 255) quantized to
+int8 loses bits; int32 tensors are left alone.
 
 ```python
 from keras_hash import export
@@ -49,7 +50,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_hash.codes import BIT_WEIGHTS, check_bits
+from keras_hash.codes import check_bits, pack_codes_tensor
 from keras_hash.models import HashModel
 
 SERVING_SIGNATURE = "serving_default"
@@ -106,15 +107,6 @@ def image_spec(model: HashModel) -> tf.TensorSpec:
     return tf.TensorSpec((None, *shape[1:]), tf.as_dtype(dtype), name=INPUT_NAME)
 
 
-def _pack_int32(z):
-    """``z >= 0`` packed to uint8 in int32 arithmetic (TFLite builtins only)."""
-    bits = z.shape[-1]
-    on = tf.cast(z >= 0, tf.int32)
-    grouped = tf.reshape(on, (-1, bits // 8, 8))
-    weights = tf.constant(BIT_WEIGHTS, tf.int32)
-    return tf.cast(tf.reduce_sum(grouped * weights, axis=-1), tf.uint8)
-
-
 def _archive(model: HashModel, with_logits: bool) -> keras.export.ExportArchive:
     spec = image_spec(model)
     archive = keras.export.ExportArchive()
@@ -127,7 +119,7 @@ def _archive(model: HashModel, with_logits: bool) -> keras.export.ExportArchive:
 
     archive.add_endpoint(
         SERVING_SIGNATURE,
-        lambda images: {CODES_OUTPUT: _pack_int32(logits(images))},
+        lambda images: {CODES_OUTPUT: pack_codes_tensor(logits(images))},
         input_signature=[spec],
     )
     if with_logits:
