@@ -15,9 +15,16 @@ tf.config.set_logical_device_configuration(
 )
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "numpy_only: the test builds no Keras object (no session reset)"
+    )
+
+
 @pytest.fixture(autouse=True)
-def _fresh_keras_session():
-    """Each test starts from a clean Keras session and fixed seeds."""
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(1234)
+def _fresh_keras_session(request):
+    """Each Keras test starts from a clean Keras session and fixed seeds."""
+    if request.node.get_closest_marker("numpy_only") is None:
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(1234)
     yield

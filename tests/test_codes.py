@@ -5,11 +5,7 @@ import pytest
 
 from keras_hash import codes
 
-
-@pytest.fixture(autouse=True)
-def _fresh_keras_session():
-    """Overrides the conftest fixture: numpy-only tests need no Keras reset."""
-    yield
+pytestmark = pytest.mark.numpy_only  # no Keras session to reset
 
 
 def _random_signs(rng, n, bits):

@@ -10,11 +10,7 @@ import pytest
 from keras_hash import index as index_module
 from keras_hash.index import HammingIndex, RangeResult
 
-
-@pytest.fixture(autouse=True)
-def _fresh_keras_session():
-    """Overrides the conftest fixture: numpy-only tests need no Keras reset."""
-    yield
+pytestmark = pytest.mark.numpy_only  # no Keras session to reset
 
 
 def _faiss():
