@@ -276,7 +276,7 @@ def test_flex_op_fails_conversion(trained, tmp_path, monkeypatch):
     def shifted(z):
         return tf.cast(tf.bitwise.left_shift(tf.cast(z >= 0, tf.int32), 1), tf.uint8)
 
-    monkeypatch.setattr(export, "_pack_int32", shifted)
+    monkeypatch.setattr(export, "pack_codes_tensor", shifted)
     with pytest.raises(ValueError, match="builtin"):
         export.export_tflite(trained["model"], tmp_path / "flex.tflite")
     assert not os.listdir(tmp_path)
