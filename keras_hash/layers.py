@@ -30,6 +30,7 @@ class HashLayer(keras.layers.Layer):
     features = keras.Input((512,))
     codes = keras_hash.HashLayer(64)(features)  # continuation schedule
     dhn_codes = keras_hash.HashLayer(64, beta_schedule=None)(features)  # tanh(z)
+    normalized = keras_hash.HashLayer(64, normalize=True)(features)  # tanh(beta*BN(z))
     ```
 
     Args:
@@ -39,6 +40,13 @@ class HashLayer(keras.layers.Layer):
             constant ``beta``) or ``None`` (constant 1).
         kernel_initializer, bias_initializer, kernel_regularizer: as for
             ``keras.layers.Dense``.
+        normalize: batch-normalize ``z`` (a float32 ``BatchNormalization``
+            sublayer: statistics of the global batch, across replicas, in
+            training; moving ones at inference) before ``tanh``. Off by
+            default, as in the papers; recommended when training from
+            scratch, where an unnormalized ``z`` can grow until ``tanh``
+            saturates and the gradient vanishes (see the README's CIFAR-10
+            figures).
     """
 
     def __init__(
@@ -48,6 +56,7 @@ class HashLayer(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         kernel_regularizer=None,
+        normalize: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -56,6 +65,14 @@ class HashLayer(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.normalize = bool(normalize)
+        self.normalization = (
+            keras.layers.BatchNormalization(
+                synchronized=True, dtype="float32", name="normalization"
+            )
+            if self.normalize
+            else None
+        )
 
     def build(self, input_shape):
         features = input_shape[-1]
@@ -87,17 +104,22 @@ class HashLayer(keras.layers.Layer):
             aggregation="only_first_replica",
             name="iterations",
         )
+        if self.normalization is not None:
+            self.normalization.build((*input_shape[:-1], self.bits))
 
     def _initial_beta(self, shape, dtype=None):
         return ops.cast(ops.reshape(self.beta_schedule(0), shape), dtype or "float32")
 
-    def logits(self, inputs):
+    def logits(self, inputs, training=False):
         """The pre-activation ``z`` (float32), whose sign gives the bits."""
         z = ops.matmul(inputs, ops.cast(self.kernel, inputs.dtype))
-        return ops.cast(z + ops.cast(self.bias, z.dtype), "float32")
+        z = ops.cast(z + ops.cast(self.bias, z.dtype), "float32")
+        if self.normalization is not None:
+            z = self.normalization(z, training=training)
+        return z
 
     def call(self, inputs, training=None):
-        z = self.logits(inputs)
+        z = self.logits(inputs, training=training)
         if training:
             beta = ops.cast(self.beta_schedule(self.iterations), "float32")
             self.beta.assign(beta)
@@ -121,4 +143,5 @@ class HashLayer(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            "normalize": self.normalize,
         }

@@ -26,11 +26,15 @@ class HashModel(keras.Model):
             raw images.
         bits: number of bits K (a multiple of 8 to :meth:`encode`).
         beta_schedule: the hash layer's schedule for ``beta``.
+        normalize: batch-normalize the hash layer's ``z`` before ``tanh``
+            (see :class:`keras_hash.HashLayer`). Defaults to ``False``.
     """
 
     default_loss = None
 
-    def __init__(self, backbone, bits: int, beta_schedule="hashnet", **kwargs):
+    def __init__(
+        self, backbone, bits: int, beta_schedule="hashnet", normalize=False, **kwargs
+    ):
         super().__init__(**kwargs)
         if not isinstance(backbone, keras.layers.Layer):
             raise TypeError(
@@ -38,7 +42,9 @@ class HashModel(keras.Model):
             )
         self.backbone = backbone
         self.bits = check_bits(bits, packed=False)
-        self.hash_layer = HashLayer(self.bits, beta_schedule=beta_schedule, name="hash")
+        self.hash_layer = HashLayer(
+            self.bits, beta_schedule=beta_schedule, normalize=normalize, name="hash"
+        )
 
     def build(self, input_shape):
         if not self.backbone.built:
@@ -138,6 +144,7 @@ class HashModel(keras.Model):
             "beta_schedule": keras.saving.serialize_keras_object(
                 self.hash_layer.beta_schedule
             ),
+            "normalize": self.hash_layer.normalize,
         }
 
     @classmethod

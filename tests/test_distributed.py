@@ -18,12 +18,12 @@ def strategy():
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
-def make_model(cls):
+def make_model(cls, normalize=False):
     keras.utils.set_random_seed(7)
     backbone = keras.Sequential(
         [keras.Input((10,)), keras.layers.Dense(12, activation="tanh")]
     )
-    model = cls(backbone, bits=16)
+    model = cls(backbone, bits=16, normalize=normalize)
     model.build((None, 10))
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     return model
@@ -63,6 +63,28 @@ def test_one_step_matches_single_device(cls, multi_label, strategy):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert loss_mirrored == pytest.approx(loss_single, abs=1e-5)
     assert int(mirrored.hash_layer.iterations.numpy()) == 1
+
+
+def test_normalized_codes_use_global_batch_statistics(strategy):
+    x, y = data(32, seed=1)
+    single = make_model(keras_hash.HashNet, normalize=True)
+    loss_single, weights_single = one_step(single, x, y)
+    with strategy.scope():
+        mirrored = make_model(keras_hash.HashNet, normalize=True)
+    loss_mirrored, weights_mirrored = one_step(mirrored, x, y)
+    for a, b in zip(weights_single, weights_mirrored, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert loss_mirrored == pytest.approx(loss_single, abs=1e-5)
+    # Moving statistics of the whole batch of 32, not of one replica's 16.
+    bn_single = single.hash_layer.normalization
+    bn_mirrored = mirrored.hash_layer.normalization
+    assert np.abs(bn_single.moving_mean.numpy()).max() > 1e-4
+    for name in ("moving_mean", "moving_variance"):
+        np.testing.assert_allclose(
+            getattr(bn_mirrored, name).numpy(),
+            getattr(bn_single, name).numpy(),
+            atol=1e-6,
+        )
 
 
 def test_short_and_empty_replica_batches_are_not_nan(strategy):

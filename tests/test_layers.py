@@ -80,12 +80,56 @@ def test_config_round_trip():
         24,
         beta_schedule=schedules.HashNetContinuation(gamma=0.01),
         kernel_regularizer="l2",
+        normalize=True,
         name="h",
     )
     restored = keras_hash.HashLayer.from_config(layer.get_config())
-    assert restored.bits == 24
+    assert restored.bits == 24 and restored.normalize
     assert restored.beta_schedule.get_config() == layer.beta_schedule.get_config()
     assert isinstance(restored.kernel_regularizer, keras.regularizers.L2)
+
+
+def reference_batch_norm(z, mean, var, gamma, offset, epsilon=1e-3):
+    return gamma * (z - mean) / np.sqrt(var + epsilon) + offset
+
+
+def test_normalize_standardizes_z_with_batch_then_moving_statistics():
+    layer = keras_hash.HashLayer(8, beta_schedule=1.5, normalize=True)
+    x = np.random.default_rng(3).normal(2.0, 3.0, size=(64, 5)).astype(np.float32)
+    out = keras.ops.convert_to_numpy(layer(x, training=True))
+    z = x @ layer.kernel.numpy() + layer.bias.numpy()
+    batch_z = reference_batch_norm(z, z.mean(0), z.var(0), 1.0, 0.0)
+    np.testing.assert_allclose(out, np.tanh(1.5 * batch_z), rtol=1e-4, atol=1e-5)
+    # Inference: the moving statistics moved 1% of the way (momentum 0.99).
+    bn = layer.normalization
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.01 * z.mean(0), rtol=1e-4)
+    moving_z = reference_batch_norm(
+        z, bn.moving_mean.numpy(), bn.moving_variance.numpy(), 1.0, 0.0
+    )
+    logits = keras.ops.convert_to_numpy(layer.logits(x))
+    np.testing.assert_allclose(logits, moving_z, rtol=1e-4, atol=1e-4)
+
+
+def test_normalize_is_saved_with_its_statistics(tmp_path):
+    layer = keras_hash.HashLayer(8, normalize=True)
+    model = small_model(layer)
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(4).normal(1.0, 2.0, size=(32, 6)).astype(np.float32)
+    model.fit(x, np.zeros((32, 8)), batch_size=8, epochs=2, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored_model = keras.saving.load_model(path, safe_mode=True)
+    restored = restored_model.layers[-1]
+    assert restored.normalize
+    for name in ("moving_mean", "moving_variance", "gamma", "beta"):
+        np.testing.assert_array_equal(
+            getattr(restored.normalization, name).numpy(),
+            getattr(layer.normalization, name).numpy(),
+        )
+    assert not np.allclose(layer.normalization.moving_mean.numpy(), 0.0)
+    np.testing.assert_array_equal(
+        restored_model.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
 
 
 @pytest.mark.parametrize("bits", [0, -8])

@@ -58,12 +58,14 @@ def test_default_losses_and_schedules():
     assert isinstance(hashnet.loss, keras_hash.DHNLoss)
 
 
+@pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("cls", [keras_hash.HashNet, keras_hash.DHN])
-def test_keras_save_and_load_keep_codes_and_beta(cls, tmp_path):
+def test_keras_save_and_load_keep_codes_and_beta(cls, normalize, tmp_path):
     model = cls(
         conv_backbone(),
         bits=16,
         beta_schedule=keras_hash.HashNetContinuation(gamma=1.0, step_size=1),
+        normalize=normalize,
     )
     model.compile(optimizer="adam")
     x = images(32)
@@ -73,6 +75,7 @@ def test_keras_save_and_load_keep_codes_and_beta(cls, tmp_path):
     model.save(path)
     restored = keras.saving.load_model(path, safe_mode=True)
     assert type(restored) is cls
+    assert restored.hash_layer.normalize is normalize
     assert float(restored.hash_layer.beta.numpy()) == float(
         model.hash_layer.beta.numpy()
     )
