@@ -93,6 +93,19 @@ flags.DEFINE_bool(
     "Train under mixed_bfloat16 (~2x faster on CPUs with AVX512-BF16 and on "
     "recent GPUs); the hash layer still outputs float32.",
 )
+flags.DEFINE_float(
+    "inner_product_scale",
+    None,
+    "Scale of the code inner product in the pair likelihood: HashNet's alpha "
+    "(default 10 / bits) or DHN's scale (default 0.5).",
+)
+flags.DEFINE_bool(
+    "normalize_codes",
+    True,
+    "Batch-normalize the hash layer's pre-activation z before tanh(beta * z) "
+    "(HashLayer(normalize=True)): keeps tanh out of saturation when training "
+    "from scratch.",
+)
 flags.DEFINE_float("learning_rate", 0.05, "Peak learning rate (SGD, Nesterov).")
 flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay.")
 flags.DEFINE_float("warmup_epochs", 2.0, "Linear warm-up before cosine decay.")
@@ -167,13 +180,30 @@ def build_backbone(image_shape):
 def build_model(image_shape, total_steps: int, steps_per_epoch: int):
     """Builds and compiles the hash model with SGD and warm-up + cosine decay."""
     model = _uncompiled_model(image_shape)
-    model.compile(optimizer=make_optimizer(total_steps, steps_per_epoch))
+    model.compile(
+        optimizer=make_optimizer(total_steps, steps_per_epoch), loss=make_loss()
+    )
     return model
+
+
+def make_loss():
+    """The method's loss, with --inner_product_scale when given."""
+    scale = FLAGS.inner_product_scale
+    if scale is None:
+        return "auto"
+    if FLAGS.method == "hashnet":
+        return keras_hash.HashNetLoss(alpha=scale)
+    return keras_hash.DHNLoss(scale=scale)
 
 
 def _uncompiled_model(image_shape):
     model_class = {"hashnet": keras_hash.HashNet, "dhn": keras_hash.DHN}[FLAGS.method]
-    model = model_class(build_backbone(image_shape), FLAGS.bits, name=FLAGS.method)
+    model = model_class(
+        build_backbone(image_shape),
+        FLAGS.bits,
+        normalize=FLAGS.normalize_codes,
+        name=FLAGS.method,
+    )
     model.build((None, *image_shape))
     return model
 
@@ -182,13 +212,20 @@ def float32_copy(model, image_shape):
     """The trained model rebuilt under the float32 policy, same weights.
 
     Mixed-precision graphs hold bfloat16 ops that TFLite cannot convert;
-    the variables are float32 either way, so the copy is exact.
+    the variables are float32 either way, so the copy is exact. The copy is
+    compiled with the same loss and optimizer configuration (not its
+    state), so the saved ``.keras`` file can be fine-tuned as trained.
     """
     if keras.mixed_precision.global_policy().name == "float32":
         return model
     keras.mixed_precision.set_global_policy("float32")
     copy = _uncompiled_model(image_shape)
     copy.set_weights(model.get_weights())
+    optimizer = keras.optimizers.deserialize(
+        keras.optimizers.serialize(model.optimizer)
+    )
+    copy.compile(optimizer=optimizer, loss=model.loss)
+    copy.optimizer.build(copy.trainable_variables)
     return copy
 
 
@@ -403,6 +440,10 @@ def metrics_record(results, training, exports) -> dict:
         "batch_size": FLAGS.batch_size,
         "backbone": FLAGS.backbone,
         "width": FLAGS.width,
+        "learning_rate": FLAGS.learning_rate,
+        "weight_decay": FLAGS.weight_decay,
+        "inner_product_scale": FLAGS.inner_product_scale,
+        "normalize_codes": FLAGS.normalize_codes,
         "mixed_precision": FLAGS.mixed_precision,
         "seed": FLAGS.seed,
         "outputs": exports,

@@ -68,6 +68,7 @@ def test_help_documents_every_flag():
         "seed",
         "quick",
         "mixed_precision",
+        "inner_product_scale",
     ):
         assert f"--{flag}:" in text or f"--[no]{flag}:" in text, flag
 
@@ -103,6 +104,30 @@ def test_quick_run_writes_metrics_plots_model_and_exports(data_dir, tmp_path):
     assert (out / "serving" / "hashnet" / "1" / "saved_model.pb").exists()
     assert (out / "model.tflite").stat().st_size > 0
     assert not (out / "backup").exists()
+
+
+def test_dhn_run_trains_with_the_given_inner_product_scale(data_dir, tmp_path):
+    import keras
+
+    import keras_hash
+
+    out = tmp_path / "dhn"
+    flags = [
+        "--method=dhn",
+        "--inner_product_scale=0.25",
+        "--noexport",
+        "--batch_size=12",
+    ]
+    result = run_script(
+        "--quick", f"--data_dir={data_dir}", f"--output_dir={out}", *SMALL, *flags
+    )
+    check_ok(result)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["method"], metrics["inner_product_scale"]) == ("dhn", 0.25)
+    model = keras.saving.load_model(out / "model.keras")
+    assert isinstance(model, keras_hash.DHN)
+    assert isinstance(model.loss, keras_hash.DHNLoss) and model.loss.scale == 0.25
+    assert not (out / "serving").exists()
 
 
 def test_killed_run_resumes_at_the_backed_up_step(data_dir, tmp_path):
