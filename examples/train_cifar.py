@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import keras_hash  # noqa: E402
-from keras_hash import backbones, datasets, evaluation  # noqa: E402
+from keras_hash import backbones, datasets, evaluation, precision  # noqa: E402
 from keras_hash.callbacks import StepBackup  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -57,8 +57,8 @@ flags.DEFINE_enum(
 flags.DEFINE_integer(
     "epochs",
     100,
-    "Training epochs. The default suits a ~30 min CPU run of the dhn protocol "
-    "with the default backbone and --mixed_precision.",
+    "Training epochs. The default suits a ~30 min run of the dhn protocol with "
+    "the default backbone on a 2-core CPU with AMX.",
 )
 flags.DEFINE_integer("batch_size", 128, "Training batch size (pairs are in-batch).")
 flags.DEFINE_string(
@@ -87,11 +87,14 @@ flags.DEFINE_bool(
     "A smoke run of a few minutes on a CPU: 1 epoch, 10 query and 50 train "
     "images per class, 2,000 database images, width 16 (explicit flags win).",
 )
-flags.DEFINE_bool(
-    "mixed_precision",
-    True,
-    "Train under mixed_bfloat16 (~2x faster on CPUs with AVX512-BF16 and on "
-    "recent GPUs); the hash layer still outputs float32.",
+flags.DEFINE_enum(
+    "precision",
+    "auto",
+    ["auto", *precision.POLICIES],
+    "Dtype policy of training. auto: keras_hash.precision.recommended_policy() "
+    "(mixed_bfloat16 on AMX CPUs and Ampere+ GPUs, where it is ~2x faster; "
+    "float32 on other CPUs, where bfloat16 is slower). The saved and exported "
+    "model is float32 either way.",
 )
 flags.DEFINE_float(
     "inner_product_scale",
@@ -211,9 +214,9 @@ def _uncompiled_model(image_shape):
 def float32_copy(model, image_shape):
     """The trained model rebuilt under the float32 policy, same weights.
 
-    Mixed-precision graphs hold bfloat16 ops that TFLite cannot convert;
-    the variables are float32 either way, so the copy is exact. The copy is
-    compiled with the same loss and optimizer configuration (not its
+    Mixed-precision graphs hold bfloat16 or float16 ops that TFLite cannot
+    convert; the variables are float32 either way, so the copy is exact. The
+    copy is compiled with the same loss and optimizer configuration (not its
     state), so the saved ``.keras`` file can be fine-tuned as trained.
     """
     if keras.mixed_precision.global_policy().name == "float32":
@@ -444,7 +447,6 @@ def metrics_record(results, training, exports) -> dict:
         "weight_decay": FLAGS.weight_decay,
         "inner_product_scale": FLAGS.inner_product_scale,
         "normalize_codes": FLAGS.normalize_codes,
-        "mixed_precision": FLAGS.mixed_precision,
         "seed": FLAGS.seed,
         "outputs": exports,
     }
@@ -475,8 +477,10 @@ def main(argv):
     keras_hash.codes.check_bits(FLAGS.bits)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     keras.utils.set_random_seed(FLAGS.seed)
-    if FLAGS.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    policy = FLAGS.precision
+    if policy == "auto":
+        policy = precision.recommended_policy()
+    keras.mixed_precision.set_global_policy(policy)
     images, labels, split = load_split(FLAGS.seed)
     print(f"Protocol {FLAGS.protocol}: {split.sizes()}", flush=True)
     spe = datasets.steps_per_epoch(len(split.train), FLAGS.batch_size)
@@ -487,6 +491,7 @@ def main(argv):
         labels[split.train],
         validation_callbacks(images, labels, split),
     )
+    training["dtype_policy"] = policy
     training["beta"] = float(model.hash_layer.beta.numpy())
     training["hash_iterations"] = int(model.hash_layer.iterations.numpy())
     # Evaluate the float32 model that is saved and exported.

@@ -12,6 +12,7 @@ from keras_hash import (
     evaluation,
     export,
     losses,
+    precision,
     schedules,
     similarity,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "hamming_distance",
     "losses",
     "pack_codes",
+    "precision",
     "schedules",
     "similarity",
     "unpack_codes",

@@ -67,7 +67,7 @@ def test_help_documents_every_flag():
         "output_dir",
         "seed",
         "quick",
-        "mixed_precision",
+        "precision",
         "inner_product_scale",
     ):
         assert f"--{flag}:" in text or f"--[no]{flag}:" in text, flag
@@ -139,7 +139,7 @@ def test_killed_run_resumes_at_the_backed_up_step(data_dir, tmp_path):
         "--epochs=10",
         "--width=8",
         "--save_freq=4",
-        "--nomixed_precision",
+        "--precision=float32",
         "--noexport",
     ]
     reference = run_script(*flags, f"--output_dir={tmp_path / 'reference'}")
