@@ -341,19 +341,36 @@ def _stack(images, directory):
     return np.stack(images)
 
 
-def augment(image, seed, padding: int = 4):
-    """Pad-and-crop plus horizontal flip of one ``[H, W, C]`` image, stateless.
+def augment(images, seed, padding: int = 4):
+    """Pad-and-crop plus horizontal flip of a batch ``[B, H, W, C]``, stateless.
 
-    The image is zero-padded by ``padding`` pixels on each side, a random
+    Each image is zero-padded by ``padding`` pixels on each side, a random
     ``H x W`` window is cropped, and the result is flipped left-right with
     probability 1/2. ``seed`` is a ``[2]`` integer tensor: the same seed
-    gives the same augmentation. The dtype is kept.
+    gives the same augmentation. The dtype is kept. The whole batch takes a
+    few gathers, not ops per image: per-image ops in ``tf.data`` compete with
+    the training step for the CPU cores.
+
+    ```python
+    batch = keras_hash.datasets.augment(images, seed=tf.constant([0, 7]))
+    ```
     """
-    shape = tf.shape(image)
-    seeds = tf.random.experimental.stateless_split(seed, num=2)
-    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
-    cropped = tf.image.stateless_random_crop(padded, shape, seed=seeds[0])
-    return tf.image.stateless_random_flip_left_right(cropped, seed=seeds[1])
+    images = tf.convert_to_tensor(images)
+    shape = tf.shape(images)
+    size, height, width = shape[0], shape[1], shape[2]
+    seeds = tf.random.experimental.stateless_split(seed, num=3)
+    shifts = [
+        tf.random.stateless_uniform([size], seeds[i], 0, 2 * padding + 1, tf.int32)
+        for i in range(2)
+    ]
+    flip = tf.random.stateless_uniform([size], seeds[2], 0, 2, tf.int32)
+    padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+    rows = shifts[0][:, None] + tf.range(height)[None, :]
+    cols = shifts[1][:, None] + tf.range(width)[None, :]
+    # A flipped crop reads its columns right to left.
+    cols = tf.where(flip[:, None] == 1, tf.reverse(cols, axis=[1]), cols)
+    cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.ensure_shape(tf.gather(cropped, cols, axis=2, batch_dims=1), images.shape)
 
 
 def training_order(
@@ -404,10 +421,10 @@ def train_dataset(
 
     The stream covers ``epochs`` epochs of ``steps_per_epoch(len(images),
     batch_size)`` batches each and is fully determined by ``seed``: image
-    order comes from :func:`training_order` and each image's augmentation
-    from its position in the stream. ``start_step`` skips that many batches
-    (without computing them), so a run resumed at step ``t`` sees exactly the
-    batches an uninterrupted run sees from step ``t`` on.
+    order comes from :func:`training_order` and each batch's augmentation
+    (:func:`augment`) from its step in the stream. ``start_step`` skips that
+    many batches (without computing them), so a run resumed at step ``t``
+    sees exactly the batches an uninterrupted run sees from step ``t`` on.
 
     ```python
     ds = keras_hash.datasets.train_dataset(x, y, batch_size=128, epochs=50)
@@ -427,25 +444,27 @@ def train_dataset(
         A dataset of ``(uint8 [B, H, W, C], int32 [B])``.
     """
     order = training_order(len(images), batch_size, epochs, seed)
-    positions = np.arange(len(order), dtype=np.int64)
-    start = int(start_step) * int(batch_size)
-    if not 0 <= start <= len(order):
+    total_steps = len(order) // int(batch_size)
+    if not 0 <= int(start_step) <= total_steps:
         raise ValueError(
-            f"start_step={start_step} is outside the stream of "
-            f"{len(order) // batch_size} steps"
+            f"start_step={start_step} is outside the stream of {total_steps} steps"
         )
+    start = int(start_step) * int(batch_size)
     images = tf.constant(images)
     labels = tf.constant(np.asarray(labels, np.int32))
 
-    def load(index, position):
-        image = tf.gather(images, index)
+    def load(step, index):
+        batch = tf.gather(images, index)
         if augmentation:
-            image = augment(image, tf.stack([tf.constant(seed, tf.int64), position]))
-        return image, tf.gather(labels, index)
+            batch = augment(batch, tf.stack([tf.constant(seed, tf.int64), step]))
+        return batch, tf.gather(labels, index)
 
-    ds = tf.data.Dataset.from_tensor_slices((order[start:], positions[start:]))
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    steps = tf.data.Dataset.range(int(start_step), total_steps)
+    indices = tf.data.Dataset.from_tensor_slices(order[start:]).batch(
+        int(batch_size), drop_remainder=True
+    )
+    ds = tf.data.Dataset.zip(steps, indices).map(load)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(images, batch_size: int = 256) -> tf.data.Dataset:

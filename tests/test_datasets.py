@@ -246,6 +246,17 @@ class TestPipelines:
                 changed += not np.array_equal(image, original)
         assert changed >= 18  # 1 in 162 windows is the identity
 
+    def test_augment_draws_every_window_and_flip(self):
+        image = self.images[0]
+        out = datasets.augment(np.repeat(image[None], 2000, axis=0), seed=[3, 4])
+        assert out.shape == (2000, 8, 8, 3) and out.dtype == np.uint8
+        candidates = [c.tobytes() for c in numpy_augmentations(image)]
+        seen = {x.tobytes() for x in out.numpy()}
+        # Every output is a window (or its mirror), and all 162 of them occur.
+        assert seen == set(candidates)
+        again = datasets.augment(np.repeat(image[None], 2000, axis=0), seed=[3, 4])
+        np.testing.assert_array_equal(out, again)
+
     def test_resuming_at_a_step_gives_the_same_batches(self):
         full = batches(datasets.train_dataset(self.images, self.labels, 4, epochs=3))
         resumed = batches(
