@@ -41,7 +41,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import keras_hash  # noqa: E402
 from keras_hash import backbones, datasets, evaluation, precision  # noqa: E402
-from keras_hash.callbacks import StepBackup  # noqa: E402
+from keras_hash.callbacks import StepBackup, write_atomic  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("method", "hashnet", ["hashnet", "dhn"], "Hashing method.")
@@ -111,6 +111,19 @@ flags.DEFINE_bool(
     "from scratch.",
 )
 flags.DEFINE_float("learning_rate", 0.05, "Peak learning rate (SGD, Nesterov).")
+flags.DEFINE_integer(
+    "pretrain_epochs",
+    0,
+    "Epochs of softmax classification on the training labels before hashing, "
+    "a from-scratch stand-in for the ImageNet pre-training the papers start "
+    "from (uses --learning_rate and --warmup_epochs; counted in train_seconds).",
+)
+flags.DEFINE_float(
+    "finetune_learning_rate",
+    0.02,
+    "Peak learning rate of the hashing phase after --pretrain_epochs (cosine "
+    "decay, no warm-up).",
+)
 flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay.")
 flags.DEFINE_float("warmup_epochs", 2.0, "Linear warm-up before cosine decay.")
 flags.DEFINE_integer("query_per_class", None, "Override the protocol's query size.")
@@ -181,13 +194,59 @@ def build_backbone(image_shape):
     )
 
 
-def build_model(image_shape, total_steps: int, steps_per_epoch: int):
-    """Builds and compiles the hash model with SGD and warm-up + cosine decay."""
-    model = _uncompiled_model(image_shape)
-    model.compile(
-        optimizer=make_optimizer(total_steps, steps_per_epoch), loss=make_loss()
-    )
+def build_model(image_shape, steps_per_epoch: int, backbone=None):
+    """Builds and compiles the hash model with SGD and warm-up + cosine decay.
+
+    After pre-training (``backbone`` given), the schedule starts at
+    --finetune_learning_rate without warm-up.
+    """
+    model = _uncompiled_model(image_shape, backbone)
+    total = FLAGS.epochs * steps_per_epoch
+    if backbone is None:
+        optimizer = make_optimizer(total, steps_per_epoch)
+    else:
+        optimizer = make_optimizer(
+            total, steps_per_epoch, FLAGS.finetune_learning_rate, warmup_epochs=0
+        )
+    model.compile(optimizer=optimizer, loss=make_loss())
     return model
+
+
+def pretrain_backbone(image_shape, train_images, train_labels):
+    """Trains the backbone as a softmax classifier for --pretrain_epochs.
+
+    Resumable like the hashing phase (backups in ``<output_dir>/pretrain``);
+    the trained backbone's weights are kept in
+    ``<output_dir>/pretrained_backbone.weights.h5``, and a rerun that finds
+    them skips this phase. Returns ``(backbone, seconds)``.
+    """
+    backbone = build_backbone(image_shape)
+    done = os.path.join(FLAGS.output_dir, "pretrained_backbone.weights.h5")
+    if os.path.exists(done):
+        backbone.load_weights(done)
+        return backbone, 0.0
+    num_classes = int(np.max(train_labels)) + 1
+    classifier = keras.Sequential(
+        [backbone, keras.layers.Dense(num_classes, name="logits")], name="pretrain"
+    )
+    classifier.build((None, *image_shape))
+    spe = datasets.steps_per_epoch(len(train_images), FLAGS.batch_size)
+    classifier.compile(
+        optimizer=make_optimizer(FLAGS.pretrain_epochs * spe, spe),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    training = fit_resumable(
+        classifier,
+        train_images,
+        train_labels,
+        FLAGS.pretrain_epochs,
+        os.path.join(FLAGS.output_dir, "pretrain"),
+        callbacks=[],
+        seed=FLAGS.seed + 1,
+    )
+    write_atomic(done, backbone.save_weights)
+    return backbone, training["train_seconds"]
 
 
 def make_loss():
@@ -200,10 +259,10 @@ def make_loss():
     return keras_hash.DHNLoss(scale=scale)
 
 
-def _uncompiled_model(image_shape):
+def _uncompiled_model(image_shape, backbone=None):
     model_class = {"hashnet": keras_hash.HashNet, "dhn": keras_hash.DHN}[FLAGS.method]
     model = model_class(
-        build_backbone(image_shape),
+        backbone or build_backbone(image_shape),
         FLAGS.bits,
         normalize=FLAGS.normalize_codes,
         name=FLAGS.method,
@@ -233,13 +292,21 @@ def float32_copy(model, image_shape):
     return copy
 
 
-def make_optimizer(total_steps: int, steps_per_epoch: int):
-    """SGD with Nesterov momentum, linear warm-up then cosine decay to 0."""
-    warmup = min(int(FLAGS.warmup_epochs * steps_per_epoch), total_steps // 2)
+def make_optimizer(
+    total_steps: int, steps_per_epoch: int, learning_rate=None, warmup_epochs=None
+):
+    """SGD with Nesterov momentum, linear warm-up then cosine decay to 0.
+
+    ``learning_rate`` and ``warmup_epochs`` default to the flags'.
+    """
+    peak = FLAGS.learning_rate if learning_rate is None else learning_rate
+    if warmup_epochs is None:
+        warmup_epochs = FLAGS.warmup_epochs
+    warmup = min(int(warmup_epochs * steps_per_epoch), total_steps // 2)
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else FLAGS.learning_rate,
+        initial_learning_rate=0.0 if warmup else peak,
         decay_steps=max(total_steps - warmup, 1),
-        warmup_target=FLAGS.learning_rate if warmup else None,
+        warmup_target=peak if warmup else None,
         warmup_steps=warmup,
     )
     return keras.optimizers.SGD(
@@ -247,16 +314,18 @@ def make_optimizer(total_steps: int, steps_per_epoch: int):
     )
 
 
-def fit_resumable(model, train_images, train_labels, callbacks) -> dict:
-    """Trains for --epochs, resuming from the backup in --output_dir if any.
+def fit_resumable(
+    model, train_images, train_labels, epochs, backup_dir, callbacks, seed
+) -> dict:
+    """Trains for ``epochs``, resuming from the backup in ``backup_dir`` if any.
 
     The data stream is a function of (seed, step), so a resumed run sees the
     same batches as an uninterrupted one. A run resumed mid-epoch first
     finishes that epoch, then runs the remaining full epochs.
     """
     spe = datasets.steps_per_epoch(len(train_images), FLAGS.batch_size)
-    total = FLAGS.epochs * spe
-    backup = StepBackup(os.path.join(FLAGS.output_dir, "backup"), FLAGS.save_freq)
+    total = epochs * spe
+    backup = StepBackup(backup_dir, FLAGS.save_freq)
     start = backup.restore(model)
     if start:
         print(f"Resuming from the backup at step {start} / {total}", flush=True)
@@ -268,14 +337,14 @@ def fit_resumable(model, train_images, train_labels, callbacks) -> dict:
             train_images,
             train_labels,
             FLAGS.batch_size,
-            FLAGS.epochs,
-            seed=FLAGS.seed,
+            epochs,
+            seed=seed,
             start_step=step,
         )
         model.fit(
             stream,
             initial_epoch=epoch,
-            epochs=epoch + 1 if offset else FLAGS.epochs,
+            epochs=epoch + 1 if offset else epochs,
             steps_per_epoch=spe - offset if offset else spe,
             callbacks=[backup, *callbacks],
             shuffle=False,
@@ -445,6 +514,10 @@ def metrics_record(results, training, exports) -> dict:
         "backbone": FLAGS.backbone,
         "width": FLAGS.width,
         "learning_rate": FLAGS.learning_rate,
+        "pretrain_epochs": FLAGS.pretrain_epochs,
+        "finetune_learning_rate": (
+            FLAGS.finetune_learning_rate if FLAGS.pretrain_epochs else None
+        ),
         "weight_decay": FLAGS.weight_decay,
         "inner_product_scale": FLAGS.inner_product_scale,
         "normalize_codes": FLAGS.normalize_codes,
@@ -485,13 +558,24 @@ def main(argv):
     images, labels, split = load_split(FLAGS.seed)
     print(f"Protocol {FLAGS.protocol}: {split.sizes()}", flush=True)
     spe = datasets.steps_per_epoch(len(split.train), FLAGS.batch_size)
-    model = build_model(images.shape[1:], FLAGS.epochs * spe, spe)
+    backbone, pretrain_seconds = None, 0.0
+    if FLAGS.pretrain_epochs:
+        print(f"Pre-training the backbone for {FLAGS.pretrain_epochs} epochs")
+        backbone, pretrain_seconds = pretrain_backbone(
+            images.shape[1:], images[split.train], labels[split.train]
+        )
+    model = build_model(images.shape[1:], spe, backbone)
     training = fit_resumable(
         model,
         images[split.train],
         labels[split.train],
+        FLAGS.epochs,
+        os.path.join(FLAGS.output_dir, "backup"),
         validation_callbacks(images, labels, split),
+        seed=FLAGS.seed,
     )
+    training["pretrain_seconds"] = pretrain_seconds
+    training["train_seconds"] += pretrain_seconds
     training["dtype_policy"] = policy
     training["beta"] = float(model.hash_layer.beta.numpy())
     training["hash_iterations"] = int(model.hash_layer.iterations.numpy())

@@ -12,7 +12,7 @@ BACKUP_WEIGHTS = "backup.weights.h5"
 BACKUP_INFO = "backup.json"
 
 
-def _write_atomic(path: str, write) -> None:
+def write_atomic(path: str, write) -> None:
     """Calls ``write(tmp_path)`` then renames the result onto ``path``."""
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
@@ -75,10 +75,10 @@ class StepBackup(keras.callbacks.Callback):
     def save(self) -> None:
         """Writes the backup now (weights first, then the small info file)."""
         os.makedirs(self.backup_dir, exist_ok=True)
-        _write_atomic(self.weights_path, self.model.save_weights)
+        write_atomic(self.weights_path, self.model.save_weights)
         step = int(self.model.optimizer.iterations)
         info = json.dumps({"step": step})
-        _write_atomic(self.info_path, lambda p: _write_text(p, info))
+        write_atomic(self.info_path, lambda p: _write_text(p, info))
 
     def restore(self, model: keras.Model) -> int:
         """Loads the backup into a built, compiled ``model``; returns its step.

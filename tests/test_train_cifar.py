@@ -69,6 +69,8 @@ def test_help_documents_every_flag():
         "quick",
         "precision",
         "inner_product_scale",
+        "pretrain_epochs",
+        "finetune_learning_rate",
     ):
         assert f"--{flag}:" in text or f"--[no]{flag}:" in text, flag
 
@@ -201,3 +203,37 @@ def assert_same_weights(path_a, path_b):
         np.testing.assert_allclose(
             np.asarray(wa), np.asarray(wb), rtol=1e-3, atol=1e-4, err_msg=wa.path
         )
+
+
+def test_run_killed_while_pretraining_resumes_there(data_dir, tmp_path):
+    # 36 training images in batches of 6: 4 pre-training epochs (24 steps)
+    # as a classifier, then 2 hashing epochs (12 steps).
+    flags = [
+        f"--data_dir={data_dir}",
+        *SMALL,
+        "--batch_size=6",
+        "--pretrain_epochs=4",
+        "--epochs=2",
+        "--width=8",
+        "--save_freq=4",
+        "--precision=float32",
+        "--noexport",
+    ]
+    reference = run_script(*flags, f"--output_dir={tmp_path / 'reference'}")
+    check_ok(reference)
+    expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    assert expected["pretrain_epochs"] == 4 and expected["hash_iterations"] == 12
+    assert 0 < expected["pretrain_seconds"] < expected["train_seconds"]
+    assert (tmp_path / "reference" / "pretrained_backbone.weights.h5").exists()
+
+    out = tmp_path / "killed"
+    backup_info = out / "pretrain" / "backup.json"
+    killed_at = kill_after_first_backup([*flags, f"--output_dir={out}"], backup_info)
+    assert 4 <= killed_at < 24
+    assert not (out / "pretrained_backbone.weights.h5").exists()
+
+    resumed = run_script(*flags, f"--output_dir={out}")
+    check_ok(resumed)
+    assert "Resuming from the backup at step" in resumed.stdout
+    assert not (out / "pretrain").exists() and not (out / "backup").exists()
+    assert_same_weights(tmp_path / "reference" / "model.keras", out / "model.keras")
