@@ -8,6 +8,11 @@ at the last backed-up step), evaluate Hamming retrieval, write plots and
 Serving layout) and a TFLite file, both taking raw ``uint8``-valued images
 and returning packed codes.
 
+``--pretrain_epochs`` trains the backbone as a softmax classifier first, the
+from-scratch stand-in for the ImageNet pre-training the papers fine-tune
+from; on ``cifar10-2`` at 64 bits, 5 classifier epochs and 2 hashing epochs
+gave mAP@1000 0.778 where 7 hashing epochs gave 0.735 (README).
+
 mAP cut-offs: ``dhn`` and ``cifar10-1`` rank the whole database (mAP@54,000
 and mAP@59,000; DHN's and HashNet's CIFAR-10 figures and DeepHash-pytorch's
 ``topK=-1``); ``cifar10-2`` uses mAP@1,000, the cut-off of the papers that
