@@ -222,11 +222,12 @@ def pretrain_backbone(image_shape, train_images, train_labels):
 
     Resumable like the hashing phase (backups in ``<output_dir>/pretrain``);
     the trained backbone's weights are kept in
-    ``<output_dir>/pretrained_backbone.weights.h5``, and a rerun that finds
-    them skips this phase. Returns ``(backbone, seconds)``.
+    ``<output_dir>/pretrained_backbone.weights.h5`` until the hashing phase
+    ends, and a rerun that finds them skips this phase. Returns
+    ``(backbone, seconds)``.
     """
     backbone = build_backbone(image_shape)
-    done = os.path.join(FLAGS.output_dir, "pretrained_backbone.weights.h5")
+    done = pretrained_path()
     if os.path.exists(done):
         backbone.load_weights(done)
         return backbone, 0.0
@@ -262,6 +263,10 @@ def make_loss():
     if FLAGS.method == "hashnet":
         return keras_hash.HashNetLoss(alpha=scale)
     return keras_hash.DHNLoss(scale=scale)
+
+
+def pretrained_path() -> str:
+    return os.path.join(FLAGS.output_dir, "pretrained_backbone.weights.h5")
 
 
 def _uncompiled_model(image_shape, backbone=None):
@@ -580,6 +585,8 @@ def main(argv):
         seed=FLAGS.seed,
     )
     training["pretrain_seconds"] = pretrain_seconds
+    if os.path.exists(pretrained_path()):
+        os.remove(pretrained_path())  # now inside the model, like the backups
     training["train_seconds"] += pretrain_seconds
     training["dtype_policy"] = policy
     training["beta"] = float(model.hash_layer.beta.numpy())

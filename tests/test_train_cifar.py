@@ -224,7 +224,7 @@ def test_run_killed_while_pretraining_resumes_there(data_dir, tmp_path):
     expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
     assert expected["pretrain_epochs"] == 4 and expected["hash_iterations"] == 12
     assert 0 < expected["pretrain_seconds"] < expected["train_seconds"]
-    assert (tmp_path / "reference" / "pretrained_backbone.weights.h5").exists()
+    assert not (tmp_path / "reference" / "pretrained_backbone.weights.h5").exists()
 
     out = tmp_path / "killed"
     backup_info = out / "pretrain" / "backup.json"
