@@ -9,12 +9,12 @@ all alike, and the ratio of median step times to float32 is printed.
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from interleaved import median_step_seconds  # noqa: E402
 
 import keras_hash  # noqa: E402
 from keras_hash import backbones, precision  # noqa: E402
@@ -41,19 +41,9 @@ def main():
     x = rng.integers(0, 256, (args.batch_size, 32, 32, 3)).astype(np.uint8)
     y = rng.integers(0, 10, args.batch_size)
     models = {policy: build(policy, args.width, args.bits) for policy in args.policies}
-    for model in models.values():  # trace and warm up
-        for _ in range(3):
-            model.train_on_batch(x, y)
-    times = {policy: [] for policy in models}
-    for step in range(args.steps):
-        order = list(models) if step % 2 == 0 else list(models)[::-1]
-        for policy in order:
-            start = time.perf_counter()
-            models[policy].train_on_batch(x, y)
-            times[policy].append(time.perf_counter() - start)
-    base = float(np.median(times["float32"])) if "float32" in times else None
-    for policy, samples in times.items():
-        median = float(np.median(samples))
+    medians = median_step_seconds(models, x, y, args.steps)
+    base = medians.get("float32")
+    for policy, median in medians.items():
         rate = args.batch_size / median
         ratio = f", {base / median:.2f}x float32 speed" if base else ""
         print(f"{policy:>15}: {median * 1e3:7.1f} ms/step, {rate:6.0f} img/s{ratio}")

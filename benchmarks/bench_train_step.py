@@ -10,12 +10,12 @@ noise hits both alike, and the ratio of median step times is printed.
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from interleaved import median_step_seconds  # noqa: E402
 
 import keras_hash  # noqa: E402
 
@@ -58,17 +58,7 @@ def main():
     x = rng.uniform(0, 1, (args.batch_size, 32, 32, 3)).astype(np.float32)
     y = rng.integers(0, args.classes, args.batch_size)
     candidates = models(args.bits, args.classes)
-    for model in candidates.values():  # compile and warm up
-        for _ in range(3):
-            model.train_on_batch(x, y)
-    times = {name: [] for name in candidates}
-    for step in range(args.steps):
-        names = list(candidates) if step % 2 == 0 else list(candidates)[::-1]
-        for name in names:
-            start = time.perf_counter()
-            candidates[name].train_on_batch(x, y)
-            times[name].append(time.perf_counter() - start)
-    medians = {name: float(np.median(t)) for name, t in times.items()}
+    medians = median_step_seconds(candidates, x, y, args.steps)
     for name, median in medians.items():
         print(f"{name:>10}: {median * 1e3:8.2f} ms/step (median of {args.steps})")
     ratio = medians["hashnet"] / medians["classifier"]

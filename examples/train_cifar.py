@@ -46,7 +46,8 @@ from absl import app, flags, logging  # noqa: E402
 
 import keras_hash  # noqa: E402
 from keras_hash import backbones, datasets, evaluation, precision  # noqa: E402
-from keras_hash.callbacks import StepBackup, write_atomic  # noqa: E402
+from keras_hash.callbacks import StepBackup  # noqa: E402
+from keras_hash.files import write_atomic  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("method", "hashnet", ["hashnet", "dhn"], "Hashing method.")

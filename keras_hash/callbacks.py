@@ -8,20 +8,10 @@ import os
 import keras
 import numpy as np
 
+from keras_hash.files import write_atomic
+
 BACKUP_WEIGHTS = "backup.weights.h5"
 BACKUP_INFO = "backup.json"
-
-
-def write_atomic(path: str, write) -> None:
-    """Calls ``write(tmp_path)`` then renames the result onto ``path``."""
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class StepBackup(keras.callbacks.Callback):

@@ -51,6 +51,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hash.codes import check_bits, pack_codes_tensor
+from keras_hash.files import write_atomic
 from keras_hash.models import HashModel
 
 SERVING_SIGNATURE = "serving_default"
@@ -313,22 +314,13 @@ def export_tflite(
                 f"TFLite builtin ops only (no Flex): {error}"
             ) from error
     builtin_op_names(tflite_model)
-    _write_atomic(path, tflite_model)
+    write_atomic(path, lambda staging: _write_bytes(staging, tflite_model))
     return path
 
 
-def _write_atomic(path: str, content: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, staging = tempfile.mkstemp(prefix=".tmp-", suffix=".tflite", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(content)
-        os.replace(staging, path)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise
+def _write_bytes(path: str, content: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(content)
 
 
 def check_images(images, image_shape: Iterable[int], dtype: str = "float32"):

@@ -37,13 +37,13 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from keras_hash.codes import as_words, check_bits, check_packed
+from keras_hash.files import write_atomic
 
 MAGIC = "keras_hash.HammingIndex"
 FORMAT_VERSION = 1
@@ -247,7 +247,7 @@ class HammingIndex:
             "codes": self._codes,
             "ids": self._ids.astype("<i8"),
         }
-        _write_atomically(os.fspath(path), arrays)
+        write_atomic(path, lambda staging: _write_archive(staging, arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str = "auto") -> HammingIndex:
@@ -594,19 +594,11 @@ def _faiss_ties_by_label() -> bool:
 # file format
 
 
-def _write_atomically(path: str, arrays: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".khi", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def _write_archive(path: str, arrays: dict) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _read_checked(path: str):

@@ -134,16 +134,7 @@ def test_dhn_run_trains_with_the_given_inner_product_scale(data_dir, tmp_path):
 
 def test_killed_run_resumes_at_the_backed_up_step(data_dir, tmp_path):
     # 36 training images in batches of 6: 6 steps per epoch, 60 steps in all.
-    flags = [
-        f"--data_dir={data_dir}",
-        *SMALL,
-        "--batch_size=6",
-        "--epochs=10",
-        "--width=8",
-        "--save_freq=4",
-        "--precision=float32",
-        "--noexport",
-    ]
+    flags = resumable_run_flags(data_dir, "--epochs=10")
     reference = run_script(*flags, f"--output_dir={tmp_path / 'reference'}")
     check_ok(reference)
     expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
@@ -166,6 +157,20 @@ def test_killed_run_resumes_at_the_backed_up_step(data_dir, tmp_path):
     # Same batches from the same state: the same model, up to float noise.
     np.testing.assert_allclose(metrics["map"], expected["map"], atol=0.05)
     assert_same_weights(tmp_path / "reference" / "model.keras", out / "model.keras")
+
+
+def resumable_run_flags(data_dir, *extra):
+    """A tiny float32 run in batches of 6 (36 images), backed up every 4 steps."""
+    return [
+        f"--data_dir={data_dir}",
+        *SMALL,
+        "--batch_size=6",
+        *extra,
+        "--width=8",
+        "--save_freq=4",
+        "--precision=float32",
+        "--noexport",
+    ]
 
 
 def kill_after_first_backup(command_flags, backup_info, timeout=120):
@@ -208,17 +213,7 @@ def assert_same_weights(path_a, path_b):
 def test_run_killed_while_pretraining_resumes_there(data_dir, tmp_path):
     # 36 training images in batches of 6: 4 pre-training epochs (24 steps)
     # as a classifier, then 2 hashing epochs (12 steps).
-    flags = [
-        f"--data_dir={data_dir}",
-        *SMALL,
-        "--batch_size=6",
-        "--pretrain_epochs=4",
-        "--epochs=2",
-        "--width=8",
-        "--save_freq=4",
-        "--precision=float32",
-        "--noexport",
-    ]
+    flags = resumable_run_flags(data_dir, "--pretrain_epochs=4", "--epochs=2")
     reference = run_script(*flags, f"--output_dir={tmp_path / 'reference'}")
     check_ok(reference)
     expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
