@@ -13,6 +13,7 @@ from keras_hash import (
     export,
     losses,
     precision,
+    pretraining,
     schedules,
     similarity,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "losses",
     "pack_codes",
     "precision",
+    "pretraining",
     "schedules",
     "similarity",
     "unpack_codes",

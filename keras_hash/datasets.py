@@ -416,6 +416,7 @@ def train_dataset(
     seed: int = 0,
     start_step: int = 0,
     augmentation: bool = True,
+    padding: int = 4,
 ) -> tf.data.Dataset:
     """A shuffled, augmented stream of training batches, resumable at any step.
 
@@ -439,6 +440,8 @@ def train_dataset(
         seed: seed of order and augmentation.
         start_step: first batch of the stream (global step, across epochs).
         augmentation: pad-and-crop and flip (:func:`augment`) when true.
+        padding: pixels of zero padding for the random crop (the largest
+            shift).
 
     Returns:
         A dataset of ``(uint8 [B, H, W, C], int32 [B])``.
@@ -456,7 +459,9 @@ def train_dataset(
     def load(step, index):
         batch = tf.gather(images, index)
         if augmentation:
-            batch = augment(batch, tf.stack([tf.constant(seed, tf.int64), step]))
+            batch = augment(
+                batch, tf.stack([tf.constant(seed, tf.int64), step]), padding
+            )
         return batch, tf.gather(labels, index)
 
     steps = tf.data.Dataset.range(int(start_step), total_steps)

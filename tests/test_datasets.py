@@ -284,3 +284,15 @@ class TestPipelines:
     def test_start_step_outside_stream_is_reported(self):
         with pytest.raises(ValueError, match="start_step=99"):
             datasets.train_dataset(self.images, self.labels, 4, 1, start_step=99)
+
+
+def test_train_dataset_without_padding_only_flips():
+    images = np.random.default_rng(5).integers(0, 256, (16, 8, 8, 3), np.uint8)
+    stream = datasets.train_dataset(images, np.arange(16), 4, 1, seed=3, padding=0)
+    flips = 0
+    for batch, index in stream:
+        for image, i in zip(batch.numpy(), index.numpy(), strict=True):
+            flipped = np.array_equal(image, images[i, :, ::-1])
+            assert flipped or np.array_equal(image, images[i])
+            flips += flipped
+    assert 0 < flips < 16

@@ -232,3 +232,32 @@ def test_run_killed_while_pretraining_resumes_there(data_dir, tmp_path):
     assert "Resuming from the backup at step" in resumed.stdout
     assert not (out / "pretrain").exists() and not (out / "backup").exists()
     assert_same_weights(tmp_path / "reference" / "model.keras", out / "model.keras")
+
+
+def test_whitened_cnn_run_pretrains_with_airbench_recipe_and_exports(
+    data_dir, tmp_path
+):
+    import keras
+
+    import keras_hash
+
+    out = tmp_path / "whitened"
+    flags = [
+        "--backbone=whitened_cnn",
+        "--pretrain_epochs=2",
+        "--precision=float32",
+        "--batch_size=12",
+    ]
+    result = run_script(
+        "--quick", f"--data_dir={data_dir}", f"--output_dir={out}", *SMALL, *flags
+    )
+    check_ok(result)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backbone"] == "whitened_cnn" and metrics["pretrain_epochs"] == 2
+    assert 0 < metrics["pretrain_seconds"] < metrics["train_seconds"]
+    model = keras.saving.load_model(out / "model.keras")
+    assert isinstance(model, keras_hash.HashNet)
+    assert not model.losses  # the pre-training L2 is gone
+    assert not model.backbone.get_layer("whiten").trainable_weights
+    assert (out / "serving" / "hashnet" / "1" / "saved_model.pb").exists()
+    assert (out / "model.tflite").stat().st_size > 0
