@@ -270,7 +270,7 @@ def pretrain_backbone(image_shape, train_images, train_labels):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-        batch_size, padding = FLAGS.batch_size, 4
+        batch_size, padding = FLAGS.batch_size, datasets.CROP_PADDING
     training = fit_resumable(
         classifier,
         train_images,
@@ -365,7 +365,7 @@ def fit_resumable(
     callbacks,
     seed,
     batch_size=None,
-    padding=4,
+    padding=datasets.CROP_PADDING,
 ) -> dict:
     """Trains for ``epochs``, resuming from the backup in ``backup_dir`` if any.
 

@@ -341,7 +341,11 @@ def _stack(images, directory):
     return np.stack(images)
 
 
-def augment(images, seed, padding: int = 4):
+# Largest shift of the random crop: the usual CIFAR-10 pad-by-4-and-crop.
+CROP_PADDING = 4
+
+
+def augment(images, seed, padding: int = CROP_PADDING):
     """Pad-and-crop plus horizontal flip of a batch ``[B, H, W, C]``, stateless.
 
     Each image is zero-padded by ``padding`` pixels on each side, a random
@@ -416,7 +420,7 @@ def train_dataset(
     seed: int = 0,
     start_step: int = 0,
     augmentation: bool = True,
-    padding: int = 4,
+    padding: int = CROP_PADDING,
 ) -> tf.data.Dataset:
     """A shuffled, augmented stream of training batches, resumable at any step.
 
