@@ -143,6 +143,21 @@ flags.DEFINE_float(
     "Peak learning rate of the hashing phase after --pretrain_epochs (cosine "
     "decay, no warm-up).",
 )
+flags.DEFINE_bool(
+    "finetune_backbone",
+    True,
+    "After --pretrain_epochs, train the backbone with the hash layer. With "
+    "--nofinetune_backbone the pre-trained backbone is frozen (BatchNorm in "
+    "inference mode) and only the hash layer trains, at a fraction of the "
+    "cost per epoch.",
+)
+flags.DEFINE_bool(
+    "flip_average",
+    False,
+    "Encode each image from the mean of its features and its mirror image's "
+    "(HashModel(flip_average=True)): test-time augmentation that doubles the "
+    "cost of encoding and of the exported models.",
+)
 flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay.")
 flags.DEFINE_float("warmup_epochs", 2.0, "Linear warm-up before cosine decay.")
 flags.DEFINE_integer("query_per_class", None, "Override the protocol's query size.")
@@ -222,8 +237,10 @@ def build_model(image_shape, steps_per_epoch: int, backbone, pretrained: bool):
     """Builds and compiles the hash model with SGD and warm-up + cosine decay.
 
     After pre-training, the schedule starts at --finetune_learning_rate
-    without warm-up.
+    without warm-up, and --nofinetune_backbone freezes the backbone.
     """
+    if pretrained and not FLAGS.finetune_backbone:
+        backbone.trainable = False
     model = _uncompiled_model(image_shape, backbone)
     total = FLAGS.epochs * steps_per_epoch
     if not pretrained:
@@ -307,6 +324,7 @@ def _uncompiled_model(image_shape, backbone):
         backbone,
         FLAGS.bits,
         normalize=FLAGS.normalize_codes,
+        flip_average=FLAGS.flip_average,
         name=FLAGS.method,
     )
     model.build((None, *image_shape))
@@ -324,7 +342,9 @@ def float32_copy(model, image_shape, train_images):
     if keras.mixed_precision.global_policy().name == "float32":
         return model
     keras.mixed_precision.set_global_policy("float32")
-    copy = _uncompiled_model(image_shape, build_backbone(image_shape, train_images))
+    backbone = build_backbone(image_shape, train_images)
+    backbone.trainable = model.backbone.trainable
+    copy = _uncompiled_model(image_shape, backbone)
     copy.set_weights(model.get_weights())
     optimizer = keras.optimizers.deserialize(
         keras.optimizers.serialize(model.optimizer)
@@ -571,6 +591,10 @@ def metrics_record(results, training, exports) -> dict:
         "finetune_learning_rate": (
             FLAGS.finetune_learning_rate if FLAGS.pretrain_epochs else None
         ),
+        "finetune_backbone": (
+            FLAGS.finetune_backbone if FLAGS.pretrain_epochs else None
+        ),
+        "flip_average": FLAGS.flip_average,
         "weight_decay": FLAGS.weight_decay,
         "inner_product_scale": FLAGS.inner_product_scale,
         "normalize_codes": FLAGS.normalize_codes,

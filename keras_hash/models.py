@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from keras_hash.codes import check_bits, pack_codes_tensor
 from keras_hash.layers import HashLayer
@@ -28,12 +29,23 @@ class HashModel(keras.Model):
         beta_schedule: the hash layer's schedule for ``beta``.
         normalize: batch-normalize the hash layer's ``z`` before ``tanh``
             (see :class:`keras_hash.HashLayer`). Defaults to ``False``.
+        flip_average: at inference, use the mean of the features of each
+            image and of its left-right mirror (test-time augmentation for
+            ``[N, H, W, C]`` images; it doubles the cost of encoding and of
+            exported models, and is part of them). Training is unchanged.
+            Defaults to ``False``.
     """
 
     default_loss = None
 
     def __init__(
-        self, backbone, bits: int, beta_schedule="hashnet", normalize=False, **kwargs
+        self,
+        backbone,
+        bits: int,
+        beta_schedule="hashnet",
+        normalize=False,
+        flip_average=False,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         if not isinstance(backbone, keras.layers.Layer):
@@ -42,11 +54,19 @@ class HashModel(keras.Model):
             )
         self.backbone = backbone
         self.bits = check_bits(bits, packed=False)
+        if not isinstance(flip_average, bool):
+            raise TypeError(f"flip_average must be a bool, got {flip_average!r}")
+        self.flip_average = flip_average
         self.hash_layer = HashLayer(
             self.bits, beta_schedule=beta_schedule, normalize=normalize, name="hash"
         )
 
     def build(self, input_shape):
+        if self.flip_average and len(input_shape) != 4:
+            raise ValueError(
+                "flip_average needs images [N, height, width, channels], got "
+                f"input shape {tuple(input_shape)}"
+            )
         if not self.backbone.built:
             self.backbone.build(input_shape)
         features = self.backbone.compute_output_shape(input_shape)
@@ -54,13 +74,19 @@ class HashModel(keras.Model):
         self.built = True
 
     def call(self, inputs, training=None):
-        features = self.backbone(inputs, training=training)
+        features = self._features(inputs, training=training)
         return self.hash_layer(features, training=training)
 
     def code_logits(self, images):
         """The hash layer's pre-activation ``z``, float32 ``[N, bits]`` (inference)."""
-        features = self.backbone(images, training=False)
-        return self.hash_layer.logits(features)
+        return self.hash_layer.logits(self._features(images, training=False))
+
+    def _features(self, images, training):
+        features = self.backbone(images, training=training)
+        if not self.flip_average or training:
+            return features
+        mirrored = self.backbone(ops.flip(images, axis=2), training=training)
+        return (features + mirrored) / 2
 
     def packed_codes(self, images):
         """Packed codes as a uint8 tensor ``[N, bits // 8]``, for graphs and export."""
@@ -145,6 +171,7 @@ class HashModel(keras.Model):
                 self.hash_layer.beta_schedule
             ),
             "normalize": self.hash_layer.normalize,
+            "flip_average": self.flip_average,
         }
 
     @classmethod

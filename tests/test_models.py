@@ -85,6 +85,66 @@ def test_keras_save_and_load_keep_codes_and_beta(cls, normalize, tmp_path):
     restored.fit(x, labels, batch_size=8, epochs=1, verbose=0)  # still trainable
 
 
+def flatten_backbone():
+    """Not mirror-symmetric: its features of an image and its mirror differ."""
+    return keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(6)],
+        name="backbone",
+    )
+
+
+def test_flip_average_encodes_the_mean_of_image_and_mirror_features():
+    model = keras_hash.HashNet(flatten_backbone(), bits=16, flip_average=True)
+    x = images()
+    model.build(x.shape)
+    features = (
+        model.backbone.predict(x, verbose=0)
+        + model.backbone.predict(x[:, :, ::-1].copy(), verbose=0)
+    ) / 2
+    z = features @ model.hash_layer.kernel.numpy() + model.hash_layer.bias.numpy()
+    np.testing.assert_allclose(model.code_logits(x).numpy(), z, atol=1e-5)
+    np.testing.assert_array_equal(model.encode(x), np.packbits(z >= 0, axis=-1))
+    # An image and its mirror get the same code; without averaging they differ.
+    mirrored = x[:, :, ::-1].copy()
+    np.testing.assert_array_equal(model.encode(mirrored), model.encode(x))
+    plain = keras_hash.HashNet(model.backbone, bits=16)
+    plain.build(x.shape)
+    plain.hash_layer.set_weights(model.hash_layer.get_weights())
+    assert (plain.encode(mirrored) != plain.encode(x)).any()
+
+
+def test_flip_average_leaves_training_alone():
+    averaged = keras_hash.DHN(flatten_backbone(), bits=8, flip_average=True)
+    plain = keras_hash.DHN(averaged.backbone, bits=8)
+    x = images()
+    averaged.build(x.shape)
+    plain.build(x.shape)
+    plain.hash_layer.set_weights(averaged.hash_layer.get_weights())
+    np.testing.assert_allclose(
+        averaged(x, training=True).numpy(), plain(x, training=True).numpy()
+    )
+    assert not np.allclose(averaged(x).numpy(), plain(x).numpy())
+
+
+def test_flip_average_is_saved(tmp_path):
+    model = keras_hash.DHN(flatten_backbone(), bits=16, flip_average=True)
+    model.compile(optimizer="sgd")
+    x = images()
+    model.fit(x, np.arange(20) % 2, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    restored = keras.saving.load_model(tmp_path / "model.keras")
+    assert restored.flip_average is True
+    np.testing.assert_array_equal(restored.encode(x), model.encode(x))
+
+
+def test_flip_average_needs_images():
+    dense = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4)])
+    with pytest.raises(ValueError, match="flip_average needs images"):
+        keras_hash.HashNet(dense, bits=8, flip_average=True).build((None, 5))
+    with pytest.raises(TypeError, match="flip_average must be a bool"):
+        keras_hash.HashNet(dense, bits=8, flip_average="yes")
+
+
 def test_encode_needs_bits_multiple_of_8():
     model = keras_hash.DHN(conv_backbone(), bits=12)
     model.compile()

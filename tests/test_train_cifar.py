@@ -71,6 +71,8 @@ def test_help_documents_every_flag():
         "inner_product_scale",
         "pretrain_epochs",
         "finetune_learning_rate",
+        "finetune_backbone",
+        "flip_average",
     ):
         assert f"--{flag}:" in text or f"--[no]{flag}:" in text, flag
 
@@ -238,6 +240,7 @@ def test_whitened_cnn_run_pretrains_with_airbench_recipe_and_exports(
     data_dir, tmp_path
 ):
     import keras
+    import tensorflow as tf
 
     import keras_hash
 
@@ -247,6 +250,8 @@ def test_whitened_cnn_run_pretrains_with_airbench_recipe_and_exports(
         "--pretrain_epochs=2",
         "--precision=float32",
         "--batch_size=12",
+        "--nofinetune_backbone",
+        "--flip_average",
     ]
     result = run_script(
         "--quick", f"--data_dir={data_dir}", f"--output_dir={out}", *SMALL, *flags
@@ -259,5 +264,12 @@ def test_whitened_cnn_run_pretrains_with_airbench_recipe_and_exports(
     assert isinstance(model, keras_hash.HashNet)
     assert not model.losses  # the pre-training L2 is gone
     assert not model.backbone.get_layer("whiten").trainable_weights
-    assert (out / "serving" / "hashnet" / "1" / "saved_model.pb").exists()
+    assert metrics["finetune_backbone"] is False and metrics["flip_average"] is True
+    assert not model.backbone.trainable and model.flip_average
+    # The export averages flips too: an image and its mirror share a code.
+    serving = tf.saved_model.load(str(out / "serving" / "hashnet" / "1"))
+    image = np.random.default_rng(1).uniform(0, 255, (1, 32, 32, 3)).astype("f4")
+    encode = serving.signatures["serving_default"]
+    codes = [encode(images=tf.constant(x)) for x in (image, image[:, :, ::-1].copy())]
+    np.testing.assert_array_equal(*(next(iter(c.values())).numpy() for c in codes))
     assert (out / "model.tflite").stat().st_size > 0
