@@ -158,6 +158,13 @@ flags.DEFINE_bool(
     "(HashModel(flip_average=True)): test-time augmentation that doubles the "
     "cost of encoding and of the exported models.",
 )
+flags.DEFINE_integer(
+    "crop_padding",
+    None,
+    "Largest shift in pixels of the random pad-and-crop augmentation, in both "
+    "phases. Default: 2 while pre-training whitened_cnn (airbench's), 4 "
+    "otherwise.",
+)
 flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay.")
 flags.DEFINE_float("warmup_epochs", 2.0, "Linear warm-up before cosine decay.")
 flags.DEFINE_integer("query_per_class", None, "Override the protocol's query size.")
@@ -270,7 +277,7 @@ def pretrain_backbone(image_shape, train_images, train_labels):
     num_classes = int(np.max(train_labels)) + 1
     if FLAGS.backbone == "whitened_cnn":
         batch_size = min(pretraining.AIRBENCH_BATCH_SIZE, len(train_images))
-        padding = pretraining.AIRBENCH_CROP_PADDING
+        padding = crop_padding(pretraining.AIRBENCH_CROP_PADDING)
         spe = datasets.steps_per_epoch(len(train_images), batch_size)
         classifier = pretraining.airbench_classifier(
             backbone, num_classes, FLAGS.pretrain_epochs * spe, batch_size
@@ -287,7 +294,7 @@ def pretrain_backbone(image_shape, train_images, train_labels):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-        batch_size, padding = FLAGS.batch_size, datasets.CROP_PADDING
+        batch_size, padding = FLAGS.batch_size, crop_padding()
     training = fit_resumable(
         classifier,
         train_images,
@@ -302,6 +309,11 @@ def pretrain_backbone(image_shape, train_images, train_labels):
     pretraining.drop_regularizers(classifier)  # airbench's L2 is not for hashing
     write_atomic(done, backbone.save_weights)
     return backbone, training["train_seconds"]
+
+
+def crop_padding(default=datasets.CROP_PADDING) -> int:
+    """--crop_padding, else ``default``."""
+    return default if FLAGS.crop_padding is None else FLAGS.crop_padding
 
 
 def make_loss():
@@ -595,6 +607,7 @@ def metrics_record(results, training, exports) -> dict:
             FLAGS.finetune_backbone if FLAGS.pretrain_epochs else None
         ),
         "flip_average": FLAGS.flip_average,
+        "crop_padding": FLAGS.crop_padding,
         "weight_decay": FLAGS.weight_decay,
         "inner_product_scale": FLAGS.inner_product_scale,
         "normalize_codes": FLAGS.normalize_codes,
@@ -652,6 +665,7 @@ def main(argv):
         os.path.join(FLAGS.output_dir, "backup"),
         validation_callbacks(images, labels, split),
         seed=FLAGS.seed,
+        padding=crop_padding(),
     )
     training["pretrain_seconds"] = pretrain_seconds
     if os.path.exists(pretrained_path()):

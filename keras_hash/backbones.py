@@ -230,7 +230,7 @@ def whitened_cnn(
     The layout of Keller Jordan's airbench (94% CIFAR-10 accuracy in under
     10 epochs): a frozen 2x2 convolution that whitens image patches
     (:func:`patch_whitening_kernel` of ``whitening_images``) with a learned
-    bias, then three groups of conv-pool-BN-GELU-conv-BN-GELU with
+    bias and a GELU, then three groups of conv-pool-BN-GELU-conv-BN-GELU with
     ``widths`` filters, and global max-pooling to ``widths[-1]``
     features. BatchNorm has no scale and a bias learning 64x faster
     (:class:`ScaledBias`); each 3x3 convolution starts as the identity on
@@ -272,6 +272,7 @@ def whitened_cnn(
         kernel.shape[-1], 2, use_bias=False, trainable=False, name="whiten"
     )
     x = ScaledBias(1.0, name="whiten_bias")(whiten(x))
+    x = keras.layers.Activation("gelu", name="whiten_gelu")(x)
     for index, filters in enumerate(widths, start=1):
         x = _conv_group(x, int(filters), f"group{index}")
     x = keras.layers.GlobalMaxPooling2D(name="pool")(x)

@@ -1,5 +1,7 @@
 """Tests for keras_hash.backbones: shapes, normalization inside, errors."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -91,6 +93,14 @@ def test_whitening_layer_computes_the_patch_projection():
     got = whiten(images[:1]).numpy().reshape(-1, 24)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     assert not model.get_layer("whiten").trainable_weights
+    # Then the learned bias and a GELU (exact, erf-based), as in airbench.
+    bias = rng.normal(size=24).astype("float32")
+    model.get_layer("whiten_bias").set_weights([bias])
+    activated = keras.Model(model.input, model.get_layer("whiten_gelu").output)
+    pre = expected + bias
+    gelu = 0.5 * pre * (1 + np.vectorize(math.erf)(pre / math.sqrt(2)))
+    got = activated(images[:1]).numpy().reshape(-1, 24)
+    np.testing.assert_allclose(got, gelu, rtol=1e-4, atol=1e-4)
 
 
 def test_whitened_cnn_shape_identity_start_and_round_trip(tmp_path):

@@ -73,6 +73,7 @@ def test_help_documents_every_flag():
         "finetune_learning_rate",
         "finetune_backbone",
         "flip_average",
+        "crop_padding",
     ):
         assert f"--{flag}:" in text or f"--[no]{flag}:" in text, flag
 
