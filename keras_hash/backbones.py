@@ -246,7 +246,8 @@ def whitened_cnn(
         whitening_images: raw training images ``[N, H, W, C]`` for the
             whitening layer (5,000 are plenty).
         widths: filters of the three groups.
-        input_shape: image shape ``(H, W, C)``; ``H`` and ``W`` at least 24.
+        input_shape: image shape ``(H, W, C)``; ``H`` and ``W`` at least 24,
+            or ``None`` for any size.
         mean: per-channel mean of the raw pixels.
         std: per-channel standard deviation of the raw pixels.
         name: model name.
@@ -256,7 +257,7 @@ def whitened_cnn(
     """
     if len(widths) != 3 or min(int(w) for w in widths) < 1:
         raise ValueError(f"widths must be three positive ints, got {widths}")
-    if min(input_shape[:2]) < 24:
+    if any(side is not None and side < 24 for side in input_shape[:2]):
         raise ValueError(
             f"whitened_cnn needs images of at least 24x24, got {input_shape}"
         )

@@ -121,6 +121,18 @@ def test_whitened_cnn_shape_identity_start_and_round_trip(tmp_path):
     )
 
 
+def test_whitened_cnn_with_free_image_size_shares_weights_with_fixed_size():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (4, 32, 32, 3), np.uint8)
+    free = backbones.whitened_cnn(images, widths=(8, 8, 8), input_shape=(None, None, 3))
+    fixed = backbones.whitened_cnn(images, widths=(8, 8, 8))
+    fixed.set_weights(free.get_weights())
+    assert free.predict(images[:, 4:28, 4:28], verbose=0).shape == (4, 8)
+    np.testing.assert_allclose(
+        free.predict(images, verbose=0), fixed.predict(images, verbose=0), rtol=1e-5
+    )
+
+
 def test_scaled_bias_moves_scale_squared_times_faster():
     layer = backbones.ScaledBias(scale=8.0)
     x = keras.Variable(np.zeros((5, 3), "float32"), trainable=False)
