@@ -137,6 +137,17 @@ flags.DEFINE_integer(
     "whitened_cnn uses airbench's recipe (batch 1024, label smoothing 0.2, "
     "triangular learning rate, L2 6.65e-4).",
 )
+flags.DEFINE_integer(
+    "pretrain_low_res_epochs",
+    0,
+    "The first of the --pretrain_epochs train on random --low_res_size crops "
+    "(progressive resizing): about half the cost of a full-size epoch at 24 "
+    "of 32 pixels. The backbone must take any image size (whitened_cnn, "
+    "cifar_resnet).",
+)
+flags.DEFINE_integer(
+    "low_res_size", 24, "Side of the crops of --pretrain_low_res_epochs."
+)
 flags.DEFINE_float(
     "finetune_learning_rate",
     0.02,
@@ -199,6 +210,33 @@ QUICK = {
     "width": 16,
 }
 MAP_TOP_K = {"dhn": None, "cifar10-1": None, "cifar10-2": 1000}
+# The flags a backup was trained under; a rerun must match them to resume.
+TRAINING_FLAGS = (
+    "method",
+    "bits",
+    "protocol",
+    "epochs",
+    "batch_size",
+    "backbone",
+    "width",
+    "weights",
+    "seed",
+    "query_per_class",
+    "train_per_class",
+    "database_size",
+    "precision",
+    "inner_product_scale",
+    "normalize_codes",
+    "learning_rate",
+    "warmup_epochs",
+    "weight_decay",
+    "pretrain_epochs",
+    "pretrain_low_res_epochs",
+    "low_res_size",
+    "finetune_learning_rate",
+    "finetune_backbone",
+    "crop_padding",
+)
 
 
 def apply_quick(flag_values) -> None:
@@ -208,6 +246,56 @@ def apply_quick(flag_values) -> None:
     for name, value in QUICK.items():
         if not flag_values[name].present:
             flag_values[name].value = value
+
+
+def check_training_flags() -> None:
+    """Refuses to resume backups made under other training flags.
+
+    The flags of ``TRAINING_FLAGS`` are kept in
+    ``<output_dir>/training_flags.json`` while backups exist; a rerun that
+    finds backups under different values exits naming them, instead of
+    loading weights of another shape or continuing another schedule.
+    """
+    path = training_flags_path()
+    current = {name: FLAGS[name].value for name in TRAINING_FLAGS}
+    backups = [pretrained_path()] + [
+        os.path.join(FLAGS.output_dir, name) for name in ("pretrain", "backup")
+    ]
+    if os.path.exists(path) and any(os.path.exists(p) for p in backups):
+        with open(path) as file:
+            saved = json.load(file)
+        changed = [
+            f"--{name}={saved.get(name)} (now {current[name]})"
+            for name in TRAINING_FLAGS
+            if saved.get(name) != current[name]
+        ]
+        if changed:
+            raise SystemExit(
+                f"{FLAGS.output_dir} holds the backups of a run with other "
+                f"training flags: {', '.join(changed)}. Rerun with those flags "
+                "to resume it, or pick another --output_dir (or delete its "
+                "backups) to start over."
+            )
+    write_atomic(path, lambda p: _write_json(p, current))
+
+
+def _write_json(path, value) -> None:
+    with open(path, "w") as file:
+        json.dump(value, file, indent=2)
+
+
+def check_low_res_flags() -> None:
+    """Exits naming the problem if the --pretrain_low_res_epochs flags clash."""
+    low_res_epochs = FLAGS.pretrain_low_res_epochs
+    if not 0 <= low_res_epochs <= FLAGS.pretrain_epochs:
+        raise SystemExit(
+            f"--pretrain_low_res_epochs={low_res_epochs} must be between 0 and "
+            f"--pretrain_epochs={FLAGS.pretrain_epochs}"
+        )
+    if low_res_epochs and FLAGS.backbone == "whitened_cnn" and FLAGS.low_res_size < 24:
+        raise SystemExit(
+            f"whitened_cnn needs --low_res_size >= 24, got {FLAGS.low_res_size}"
+        )
 
 
 def load_split(seed: int):
@@ -267,13 +355,17 @@ def pretrain_backbone(image_shape, train_images, train_labels):
     the trained backbone's weights are kept in
     ``<output_dir>/pretrained_backbone.weights.h5`` until the hashing phase
     ends, and a rerun that finds them skips this phase. Returns
-    ``(backbone, seconds)``.
+    ``(backbone, seconds)``, the backbone built for ``image_shape``.
     """
     backbone = build_backbone(image_shape, train_images)
     done = pretrained_path()
     if os.path.exists(done):
         backbone.load_weights(done)
         return backbone, 0.0
+    low_res_epochs = FLAGS.pretrain_low_res_epochs
+    fixed_size = backbone
+    if low_res_epochs:  # the same weights, for images of any size
+        backbone = build_backbone((None, None, image_shape[-1]), train_images)
     num_classes = int(np.max(train_labels)) + 1
     if FLAGS.backbone == "whitened_cnn":
         batch_size = min(pretraining.AIRBENCH_BATCH_SIZE, len(train_images))
@@ -305,10 +397,12 @@ def pretrain_backbone(image_shape, train_images, train_labels):
         seed=FLAGS.seed + 1,
         batch_size=batch_size,
         padding=padding,
+        low_res_steps=low_res_epochs * spe,
     )
     pretraining.drop_regularizers(classifier)  # airbench's L2 is not for hashing
-    write_atomic(done, backbone.save_weights)
-    return backbone, training["train_seconds"]
+    fixed_size.set_weights(backbone.get_weights())
+    write_atomic(done, fixed_size.save_weights)
+    return fixed_size, training["train_seconds"]
 
 
 def crop_padding(default=datasets.CROP_PADDING) -> int:
@@ -328,6 +422,10 @@ def make_loss():
 
 def pretrained_path() -> str:
     return os.path.join(FLAGS.output_dir, "pretrained_backbone.weights.h5")
+
+
+def training_flags_path() -> str:
+    return os.path.join(FLAGS.output_dir, "training_flags.json")
 
 
 def _uncompiled_model(image_shape, backbone):
@@ -398,13 +496,15 @@ def fit_resumable(
     seed,
     batch_size=None,
     padding=datasets.CROP_PADDING,
+    low_res_steps=0,
 ) -> dict:
     """Trains for ``epochs``, resuming from the backup in ``backup_dir`` if any.
 
     The data stream is a function of (seed, step), so a resumed run sees the
     same batches as an uninterrupted one. A run resumed mid-epoch first
     finishes that epoch, then runs the remaining full epochs. ``batch_size``
-    defaults to --batch_size; ``padding`` is the random crop's largest shift.
+    defaults to --batch_size; ``padding`` is the random crop's largest shift;
+    the first ``low_res_steps`` steps train on --low_res_size crops.
     """
     batch_size = batch_size or FLAGS.batch_size
     spe = datasets.steps_per_epoch(len(train_images), batch_size)
@@ -425,6 +525,8 @@ def fit_resumable(
             seed=seed,
             start_step=step,
             padding=padding,
+            low_res_steps=low_res_steps,
+            low_res_size=FLAGS.low_res_size,
         )
         model.fit(
             stream,
@@ -600,6 +702,8 @@ def metrics_record(results, training, exports) -> dict:
         "width": FLAGS.width,
         "learning_rate": FLAGS.learning_rate,
         "pretrain_epochs": FLAGS.pretrain_epochs,
+        "pretrain_low_res_epochs": FLAGS.pretrain_low_res_epochs,
+        "low_res_size": (FLAGS.low_res_size if FLAGS.pretrain_low_res_epochs else None),
         "finetune_learning_rate": (
             FLAGS.finetune_learning_rate if FLAGS.pretrain_epochs else None
         ),
@@ -640,6 +744,8 @@ def main(argv):
     apply_quick(FLAGS)
     keras_hash.codes.check_bits(FLAGS.bits)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
+    check_low_res_flags()
+    check_training_flags()
     keras.utils.set_random_seed(FLAGS.seed)
     policy = FLAGS.precision
     if policy == "auto":
@@ -668,8 +774,9 @@ def main(argv):
         padding=crop_padding(),
     )
     training["pretrain_seconds"] = pretrain_seconds
-    if os.path.exists(pretrained_path()):
-        os.remove(pretrained_path())  # now inside the model, like the backups
+    for path in (pretrained_path(), training_flags_path()):
+        if os.path.exists(path):
+            os.remove(path)  # the backups are gone, the weights in the model
     training["train_seconds"] += pretrain_seconds
     training["dtype_policy"] = policy
     training["beta"] = float(model.hash_layer.beta.numpy())
@@ -684,8 +791,10 @@ def main(argv):
     plots = write_plots(results, distances, relevant, FLAGS.output_dir)
     exports = export_all(model, FLAGS.output_dir, images[split.train[:500]])
     record = metrics_record(results, training, {**exports, "plots": plots})
-    with open(os.path.join(FLAGS.output_dir, "metrics.json"), "w") as file:
-        json.dump(record, file, indent=2)
+    write_atomic(
+        os.path.join(FLAGS.output_dir, "metrics.json"),
+        lambda p: _write_json(p, record),
+    )
     print(
         f"mAP@{record['map_top_k']} = {record['map']:.4f}, precision@r2 = "
         f"{record['precision_radius_2']:.4f} ({record['train_seconds']:.0f} s "

@@ -345,27 +345,39 @@ def _stack(images, directory):
 CROP_PADDING = 4
 
 
-def augment(images, seed, padding: int = CROP_PADDING):
+def augment(images, seed, padding: int = CROP_PADDING, crop_size: int | None = None):
     """Pad-and-crop plus horizontal flip of a batch ``[B, H, W, C]``, stateless.
 
     Each image is zero-padded by ``padding`` pixels on each side, a random
-    ``H x W`` window is cropped, and the result is flipped left-right with
-    probability 1/2. ``seed`` is a ``[2]`` integer tensor: the same seed
-    gives the same augmentation. The dtype is kept. The whole batch takes two
-    gathers instead of ops per image, about 5x the throughput of a per-image
-    ``tf.data`` map.
+    ``H x W`` window (``crop_size x crop_size`` when given) is cropped, and
+    the result is flipped left-right with probability 1/2. ``seed`` is a
+    ``[2]`` integer tensor: the same seed gives the same augmentation. The
+    dtype is kept. The whole batch takes two gathers instead of ops per image,
+    about 5x the throughput of a per-image ``tf.data`` map.
 
     ```python
     batch = keras_hash.datasets.augment(images, seed=tf.constant([0, 7]))
     ```
     """
     images = tf.convert_to_tensor(images)
+    out_shape = images.shape
     shape = tf.shape(images)
     size, height, width = shape[0], shape[1], shape[2]
+    if crop_size is not None:
+        sides = [side for side in out_shape[1:3] if side is not None]
+        if not 1 <= crop_size <= min(sides, default=crop_size) + 2 * padding:
+            raise ValueError(
+                f"crop_size={crop_size} does not fit images of "
+                f"{tuple(out_shape[1:3])} padded by {padding}"
+            )
+        out_shape = (out_shape[0], crop_size, crop_size, out_shape[3])
+        height = width = tf.constant(crop_size)
     seeds = tf.random.experimental.stateless_split(seed, num=3)
     shifts = [
-        tf.random.stateless_uniform([size], seeds[i], 0, 2 * padding + 1, tf.int32)
-        for i in range(2)
+        tf.random.stateless_uniform(
+            [size], seeds[i], 0, shape[i + 1] + 2 * padding - side + 1, tf.int32
+        )
+        for i, side in enumerate((height, width))
     ]
     flip = tf.random.stateless_uniform([size], seeds[2], 0, 2, tf.int32)
     padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
@@ -374,7 +386,7 @@ def augment(images, seed, padding: int = CROP_PADDING):
     # A flipped crop reads its columns right to left.
     cols = tf.where(flip[:, None] == 1, tf.reverse(cols, axis=[1]), cols)
     cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
-    return tf.ensure_shape(tf.gather(cropped, cols, axis=2, batch_dims=1), images.shape)
+    return tf.ensure_shape(tf.gather(cropped, cols, axis=2, batch_dims=1), out_shape)
 
 
 def training_order(
@@ -421,6 +433,8 @@ def train_dataset(
     start_step: int = 0,
     augmentation: bool = True,
     padding: int = CROP_PADDING,
+    low_res_steps: int = 0,
+    low_res_size: int = 24,
 ) -> tf.data.Dataset:
     """A shuffled, augmented stream of training batches, resumable at any step.
 
@@ -430,6 +444,9 @@ def train_dataset(
     (:func:`augment`) from its step in the stream. ``start_step`` skips that
     many batches (without computing them), so a run resumed at step ``t``
     sees exactly the batches an uninterrupted run sees from step ``t`` on.
+    The first ``low_res_steps`` batches of the stream may be smaller random
+    crops (progressive resizing: cheaper first epochs, for models that take
+    any image size).
 
     ```python
     ds = keras_hash.datasets.train_dataset(x, y, batch_size=128, epochs=50)
@@ -446,6 +463,9 @@ def train_dataset(
         augmentation: pad-and-crop and flip (:func:`augment`) when true.
         padding: pixels of zero padding for the random crop (the largest
             shift).
+        low_res_steps: batches at the start of the stream that are cropped
+            to ``low_res_size x low_res_size`` (needs ``augmentation``).
+        low_res_size: side of those crops.
 
     Returns:
         A dataset of ``(uint8 [B, H, W, C], int32 [B])``.
@@ -456,23 +476,37 @@ def train_dataset(
         raise ValueError(
             f"start_step={start_step} is outside the stream of {total_steps} steps"
         )
+    if low_res_steps and not augmentation:
+        raise ValueError("low_res_steps needs augmentation=True (random crops)")
     start = int(start_step) * int(batch_size)
     images = tf.constant(images)
     labels = tf.constant(np.asarray(labels, np.int32))
 
-    def load(step, index):
-        batch = tf.gather(images, index)
-        if augmentation:
-            batch = augment(
-                batch, tf.stack([tf.constant(seed, tf.int64), step]), padding
-            )
-        return batch, tf.gather(labels, index)
+    def loader(crop_size):
+        def load(step, index):
+            batch = tf.gather(images, index)
+            if augmentation:
+                batch = augment(
+                    batch,
+                    tf.stack([tf.constant(seed, tf.int64), step]),
+                    padding,
+                    crop_size,
+                )
+            return batch, tf.gather(labels, index)
+
+        return load
 
     steps = tf.data.Dataset.range(int(start_step), total_steps)
     indices = tf.data.Dataset.from_tensor_slices(order[start:]).batch(
         int(batch_size), drop_remainder=True
     )
-    ds = tf.data.Dataset.zip(steps, indices).map(load)
+    ds = tf.data.Dataset.zip(steps, indices)
+    low_res = max(0, min(int(low_res_steps), total_steps) - int(start_step))
+    if low_res:
+        small = ds.take(low_res).map(loader(int(low_res_size)))
+        ds = small.concatenate(ds.skip(low_res).map(loader(None)))
+    else:
+        ds = ds.map(loader(None))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

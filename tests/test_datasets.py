@@ -186,14 +186,15 @@ class TestImageFolder:
             datasets.load_cifar10()
 
 
-def numpy_augmentations(image, padding=4):
+def numpy_augmentations(image, padding=4, crop_size=None):
     """Every pad-and-crop window and its mirror image (the reference)."""
     h, w, _ = image.shape
+    h, w = (h, w) if crop_size is None else (crop_size, crop_size)
     padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
     crops = [
         padded[y : y + h, x : x + w]
-        for y in range(2 * padding + 1)
-        for x in range(2 * padding + 1)
+        for y in range(padded.shape[0] - h + 1)
+        for x in range(padded.shape[1] - w + 1)
     ]
     return crops + [crop[:, ::-1] for crop in crops]
 
@@ -256,6 +257,46 @@ class TestPipelines:
         assert seen == set(candidates)
         again = datasets.augment(np.repeat(image[None], 2000, axis=0), seed=[3, 4])
         np.testing.assert_array_equal(out, again)
+
+    def test_augment_to_a_smaller_crop_draws_every_window(self):
+        image = self.images[0]
+        out = datasets.augment(
+            np.repeat(image[None], 3000, axis=0), [5, 6], padding=1, crop_size=5
+        )
+        assert out.shape == (3000, 5, 5, 3)
+        # 10x10 padded: 6 x 6 offsets, each plain or mirrored.
+        candidates = {c.tobytes() for c in numpy_augmentations(image, 1, 5)}
+        assert len(candidates) == 72
+        assert {x.tobytes() for x in out.numpy()} == candidates
+
+    def test_crop_larger_than_padded_image_is_named(self):
+        with pytest.raises(ValueError, match="crop_size=11 does not fit"):
+            datasets.augment(self.images, [0, 1], padding=1, crop_size=11)
+
+    def test_low_res_steps_come_first_and_resume(self):
+        def stream(start_step=0):
+            ds = datasets.train_dataset(
+                self.images,
+                self.labels,
+                4,
+                2,
+                start_step=start_step,
+                low_res_steps=7,
+                low_res_size=6,
+            )
+            return batches(ds)
+
+        full = stream()
+        assert [x.shape[1] for x, _ in full] == [6] * 7 + [8] * 5
+        same_order = batches(datasets.train_dataset(self.images, self.labels, 4, 2))
+        for (x, y), (x_ref, y_ref) in zip(full, same_order, strict=True):
+            np.testing.assert_array_equal(y, y_ref)
+            if x.shape[1] == 8:  # the full-size steps are untouched
+                np.testing.assert_array_equal(x, x_ref)
+        for start in (3, 7, 9):
+            for (x0, y0), (x1, y1) in zip(full[start:], stream(start), strict=True):
+                np.testing.assert_array_equal(x0, x1)
+                np.testing.assert_array_equal(y0, y1)
 
     def test_resuming_at_a_step_gives_the_same_batches(self):
         full = batches(datasets.train_dataset(self.images, self.labels, 4, epochs=3))

@@ -237,6 +237,39 @@ def test_run_killed_while_pretraining_resumes_there(data_dir, tmp_path):
     assert_same_weights(tmp_path / "reference" / "model.keras", out / "model.keras")
 
 
+def test_rerun_with_other_training_flags_refuses_to_resume(data_dir, tmp_path):
+    out = tmp_path / "run"
+    flags = resumable_run_flags(data_dir, "--epochs=10", f"--output_dir={out}")
+    kill_after_first_backup(flags, out / "backup" / "backup.json")
+    other = run_script(*flags, "--bits=32", "--learning_rate=0.1")
+    assert other.returncode != 0
+    assert "--bits=16 (now 32), --learning_rate=0.05 (now 0.1)" in other.stderr
+    assert (out / "backup" / "backup.json").exists()  # left for the right rerun
+    resumed = run_script(*flags)
+    check_ok(resumed)
+    assert "Resuming from the backup at step" in resumed.stdout
+    assert not (out / "training_flags.json").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--pretrain_low_res_epochs=3"], "between 0 and --pretrain_epochs=2"),
+        (["--low_res_size=16", "--backbone=whitened_cnn"], "--low_res_size >= 24"),
+    ],
+)
+def test_bad_low_res_flags_are_named(data_dir, tmp_path, flags, message):
+    result = run_script(
+        f"--data_dir={data_dir}",
+        f"--output_dir={tmp_path}",
+        *SMALL,
+        "--pretrain_epochs=2",
+        "--pretrain_low_res_epochs=1",
+        *flags,
+    )
+    assert result.returncode != 0 and message in result.stderr
+
+
 def test_whitened_cnn_run_pretrains_with_airbench_recipe_and_exports(
     data_dir, tmp_path
 ):
@@ -249,6 +282,7 @@ def test_whitened_cnn_run_pretrains_with_airbench_recipe_and_exports(
     flags = [
         "--backbone=whitened_cnn",
         "--pretrain_epochs=2",
+        "--pretrain_low_res_epochs=1",
         "--precision=float32",
         "--batch_size=12",
         "--nofinetune_backbone",
@@ -260,11 +294,14 @@ def test_whitened_cnn_run_pretrains_with_airbench_recipe_and_exports(
     check_ok(result)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["backbone"] == "whitened_cnn" and metrics["pretrain_epochs"] == 2
+    assert (metrics["pretrain_low_res_epochs"], metrics["low_res_size"]) == (1, 24)
     assert 0 < metrics["pretrain_seconds"] < metrics["train_seconds"]
     model = keras.saving.load_model(out / "model.keras")
     assert isinstance(model, keras_hash.HashNet)
     assert not model.losses  # the pre-training L2 is gone
     assert not model.backbone.get_layer("whiten").trainable_weights
+    # Pre-trained on any size, saved and exported for the images' own size.
+    assert model.backbone.input_shape == (None, 32, 32, 3)
     assert metrics["finetune_backbone"] is False and metrics["flip_average"] is True
     assert not model.backbone.trainable and model.flip_average
     # The export averages flips too: an image and its mirror share a code.
