@@ -13,7 +13,7 @@ from-scratch stand-in for the ImageNet pre-training the papers fine-tune
 from; on ``cifar10-2`` at 64 bits, 5 classifier epochs and 2 hashing epochs
 gave mAP@1000 0.778 where 7 hashing epochs gave 0.735, and
 ``--backbone=whitened_cnn`` pre-trained with airbench's recipe for 6 epochs,
-then 1 hashing epoch, gave 0.868 (README).
+then 1 hashing epoch, gave 0.868; the best so far is in the README.
 
 mAP cut-offs: ``dhn`` and ``cifar10-1`` rank the whole database (mAP@54,000
 and mAP@59,000; DHN's and HashNet's CIFAR-10 figures and DeepHash-pytorch's
