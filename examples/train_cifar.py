@@ -292,10 +292,13 @@ def check_low_res_flags() -> None:
             f"--pretrain_low_res_epochs={low_res_epochs} must be between 0 and "
             f"--pretrain_epochs={FLAGS.pretrain_epochs}"
         )
-    if low_res_epochs and FLAGS.backbone == "whitened_cnn" and FLAGS.low_res_size < 24:
-        raise SystemExit(
-            f"whitened_cnn needs --low_res_size >= 24, got {FLAGS.low_res_size}"
-        )
+    least = backbones.WHITENED_CNN_MIN_SIDE
+    if low_res_epochs and FLAGS.backbone == "whitened_cnn":
+        if FLAGS.low_res_size < least:
+            raise SystemExit(
+                f"whitened_cnn needs --low_res_size >= {least}, "
+                f"got {FLAGS.low_res_size}"
+            )
 
 
 def load_split(seed: int):

@@ -217,6 +217,10 @@ def _conv_group(x, filters, name):
     return x
 
 
+# Smallest image side whitened_cnn accepts (one owner for the check).
+WHITENED_CNN_MIN_SIDE = 24
+
+
 def whitened_cnn(
     whitening_images,
     widths: tuple = (64, 256, 256),
@@ -257,9 +261,10 @@ def whitened_cnn(
     """
     if len(widths) != 3 or min(int(w) for w in widths) < 1:
         raise ValueError(f"widths must be three positive ints, got {widths}")
-    if any(side is not None and side < 24 for side in input_shape[:2]):
+    least = WHITENED_CNN_MIN_SIDE
+    if any(side is not None and side < least for side in input_shape[:2]):
         raise ValueError(
-            f"whitened_cnn needs images of at least 24x24, got {input_shape}"
+            f"whitened_cnn needs images of at least {least}x{least}, got {input_shape}"
         )
     kernel = patch_whitening_kernel(whitening_images, mean, std)
     if kernel.shape[2] != input_shape[-1]:
