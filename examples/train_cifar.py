@@ -176,6 +176,13 @@ flags.DEFINE_integer(
     "phases. Default: 2 while pre-training whitened_cnn (airbench's), 4 "
     "otherwise.",
 )
+flags.DEFINE_integer(
+    "cutout",
+    0,
+    "Side in pixels of a random square zeroed in each training image "
+    "(cutout augmentation, both phases); 0: off.",
+    lower_bound=0,
+)
 flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay.")
 flags.DEFINE_float("warmup_epochs", 2.0, "Linear warm-up before cosine decay.")
 flags.DEFINE_integer("query_per_class", None, "Override the protocol's query size.")
@@ -236,6 +243,7 @@ TRAINING_FLAGS = (
     "finetune_learning_rate",
     "finetune_backbone",
     "crop_padding",
+    "cutout",
 )
 
 
@@ -530,6 +538,7 @@ def fit_resumable(
             padding=padding,
             low_res_steps=low_res_steps,
             low_res_size=FLAGS.low_res_size,
+            cutout=FLAGS.cutout,
         )
         model.fit(
             stream,
@@ -715,6 +724,7 @@ def metrics_record(results, training, exports) -> dict:
         ),
         "flip_average": FLAGS.flip_average,
         "crop_padding": FLAGS.crop_padding,
+        "cutout": FLAGS.cutout,
         "weight_decay": FLAGS.weight_decay,
         "inner_product_scale": FLAGS.inner_product_scale,
         "normalize_codes": FLAGS.normalize_codes,

@@ -269,6 +269,69 @@ class TestPipelines:
         assert len(candidates) == 72
         assert {x.tobytes() for x in out.numpy()} == candidates
 
+    def test_cutout_zeroes_each_clipped_square(self):
+        # No shift and no zero pixel: the zeroed pixels are cutout's alone.
+        image = np.full((8, 8, 3), 7, np.uint8)
+        out = datasets.augment(
+            np.repeat(image[None], 3000, axis=0), [7, 8], padding=0, cutout=4
+        ).numpy()
+        seen = set()
+        for x in out:
+            zero = x[..., 0] == 0
+            assert (x == 0).all(-1).tolist() == zero.tolist()  # every channel
+            rows, cols = np.flatnonzero(zero.any(1)), np.flatnonzero(zero.any(0))
+            box = (rows.min(), rows.max(), cols.min(), cols.max())
+            assert zero.sum() == (box[1] - box[0] + 1) * (box[3] - box[2] + 1)
+            seen.add(tuple(int(v) for v in box))
+        # A 4x4 square from (centre - 2) on each of the 64 pixels, clipped.
+        reference = {
+            (max(r - 2, 0), min(r + 1, 7), max(c - 2, 0), min(c + 1, 7))
+            for r in range(8)
+            for c in range(8)
+        }
+        assert seen == reference
+
+    def test_cutout_keeps_the_crops_and_flips(self):
+        plain = datasets.augment(self.images, [1, 2], padding=2).numpy()
+        cut = datasets.augment(self.images, [1, 2], padding=2, cutout=3).numpy()
+        differ = (cut != plain).any(-1)
+        assert differ.any()
+        assert (cut[differ] == 0).all()
+        assert differ.sum(axis=(1, 2)).max() <= 9
+
+    def test_train_dataset_cuts_out_and_resumes(self):
+        def stream(start_step=0, cutout=3):
+            ds = datasets.train_dataset(
+                self.images,
+                self.labels,
+                4,
+                2,
+                start_step=start_step,
+                padding=0,  # no padded zeros: every zero is cutout's
+                low_res_steps=2,
+                low_res_size=6,
+                cutout=cutout,
+            )
+            return batches(ds)
+
+        cut, plain = stream(), stream(cutout=0)
+        for (x, y), (x_ref, y_ref) in zip(cut, plain, strict=True):
+            np.testing.assert_array_equal(y, y_ref)
+            differ = (x != x_ref).any(-1)
+            assert (x[differ] == 0).all()
+            assert 1 <= differ.sum(axis=(1, 2)).min()  # images have no 0 pixel
+            assert differ.sum(axis=(1, 2)).max() <= 9
+        for (x0, _), (x1, _) in zip(cut[5:], stream(5), strict=True):
+            np.testing.assert_array_equal(x0, x1)
+
+    def test_bad_cutout_is_named(self):
+        with pytest.raises(ValueError, match="cutout must be >= 0"):
+            datasets.augment(self.images, [0, 1], cutout=-1)
+        with pytest.raises(ValueError, match="cutout needs augmentation"):
+            datasets.train_dataset(
+                self.images, self.labels, 4, 1, augmentation=False, cutout=4
+            )
+
     def test_crop_larger_than_padded_image_is_named(self):
         with pytest.raises(ValueError, match="crop_size=11 does not fit"):
             datasets.augment(self.images, [0, 1], padding=1, crop_size=11)

@@ -74,6 +74,7 @@ def test_help_documents_every_flag():
         "finetune_backbone",
         "flip_average",
         "crop_padding",
+        "cutout",
     ):
         assert f"--{flag}:" in text or f"--[no]{flag}:" in text, flag
 
@@ -287,6 +288,7 @@ def test_whitened_cnn_run_pretrains_with_airbench_recipe_and_exports(
         "--batch_size=12",
         "--nofinetune_backbone",
         "--flip_average",
+        "--cutout=8",
     ]
     result = run_script(
         "--quick", f"--data_dir={data_dir}", f"--output_dir={out}", *SMALL, *flags
@@ -295,6 +297,7 @@ def test_whitened_cnn_run_pretrains_with_airbench_recipe_and_exports(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["backbone"] == "whitened_cnn" and metrics["pretrain_epochs"] == 2
     assert (metrics["pretrain_low_res_epochs"], metrics["low_res_size"]) == (1, 24)
+    assert metrics["cutout"] == 8
     assert 0 < metrics["pretrain_seconds"] < metrics["train_seconds"]
     model = keras.saving.load_model(out / "model.keras")
     assert isinstance(model, keras_hash.HashNet)
