@@ -301,12 +301,11 @@ def check_low_res_flags() -> None:
             f"--pretrain_epochs={FLAGS.pretrain_epochs}"
         )
     least = backbones.WHITENED_CNN_MIN_SIDE
-    if low_res_epochs and FLAGS.backbone == "whitened_cnn":
-        if FLAGS.low_res_size < least:
-            raise SystemExit(
-                f"whitened_cnn needs --low_res_size >= {least}, "
-                f"got {FLAGS.low_res_size}"
-            )
+    whitened = low_res_epochs and FLAGS.backbone == "whitened_cnn"
+    if whitened and FLAGS.low_res_size < least:
+        raise SystemExit(
+            f"whitened_cnn needs --low_res_size >= {least}, got {FLAGS.low_res_size}"
+        )
 
 
 def load_split(seed: int):
