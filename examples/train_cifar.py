@@ -377,9 +377,11 @@ def pretrain_backbone(image_shape, train_images, train_labels):
     if low_res_epochs:  # the same weights, for images of any size
         backbone = build_backbone((None, None, image_shape[-1]), train_images)
     num_classes = int(np.max(train_labels)) + 1
+    augmentation = {}
     if FLAGS.backbone == "whitened_cnn":
         batch_size = min(pretraining.AIRBENCH_BATCH_SIZE, len(train_images))
         padding = crop_padding(pretraining.AIRBENCH_CROP_PADDING)
+        augmentation = pretraining.AIRBENCH_AUGMENTATION
         spe = datasets.steps_per_epoch(len(train_images), batch_size)
         classifier = pretraining.airbench_classifier(
             backbone, num_classes, FLAGS.pretrain_epochs * spe, batch_size
@@ -408,6 +410,7 @@ def pretrain_backbone(image_shape, train_images, train_labels):
         batch_size=batch_size,
         padding=padding,
         low_res_steps=low_res_epochs * spe,
+        **augmentation,
     )
     pretraining.drop_regularizers(classifier)  # airbench's L2 is not for hashing
     fixed_size.set_weights(backbone.get_weights())
@@ -507,14 +510,17 @@ def fit_resumable(
     batch_size=None,
     padding=datasets.CROP_PADDING,
     low_res_steps=0,
+    padding_mode="constant",
+    flip="random",
 ) -> dict:
     """Trains for ``epochs``, resuming from the backup in ``backup_dir`` if any.
 
     The data stream is a function of (seed, step), so a resumed run sees the
     same batches as an uninterrupted one. A run resumed mid-epoch first
     finishes that epoch, then runs the remaining full epochs. ``batch_size``
-    defaults to --batch_size; ``padding`` is the random crop's largest shift;
-    the first ``low_res_steps`` steps train on --low_res_size crops.
+    defaults to --batch_size; ``padding``, ``padding_mode`` and ``flip``
+    shape the augmentation (:func:`keras_hash.datasets.train_dataset`); the
+    first ``low_res_steps`` steps train on --low_res_size crops.
     """
     batch_size = batch_size or FLAGS.batch_size
     spe = datasets.steps_per_epoch(len(train_images), batch_size)
@@ -538,6 +544,8 @@ def fit_resumable(
             low_res_steps=low_res_steps,
             low_res_size=FLAGS.low_res_size,
             cutout=FLAGS.cutout,
+            padding_mode=padding_mode,
+            flip=flip,
         )
         model.fit(
             stream,

@@ -343,6 +343,12 @@ def _stack(images, directory):
 
 # Largest shift of the random crop: the usual CIFAR-10 pad-by-4-and-crop.
 CROP_PADDING = 4
+# What the crop's padding holds: zeros, or the image mirrored at its border.
+PADDING_MODES = ("constant", "reflect")
+# How training flips images: each independently at random, or (airbench)
+# each with a random flip in its first epoch that alternates every epoch.
+FLIP_MODES = ("random", "alternating")
+_FLIP_STREAM = 0x666C6970  # seeds the first flips apart from the epoch orders
 
 
 def augment(
@@ -351,12 +357,16 @@ def augment(
     padding: int = CROP_PADDING,
     crop_size: int | None = None,
     cutout: int = 0,
+    padding_mode: str = "constant",
+    flips=None,
 ):
     """Pad-and-crop plus horizontal flip of a batch ``[B, H, W, C]``, stateless.
 
-    Each image is zero-padded by ``padding`` pixels on each side, a random
+    Each image is padded by ``padding`` pixels on each side (zeros, or its
+    mirror image at the border with ``padding_mode="reflect"``), a random
     ``H x W`` window (``crop_size x crop_size`` when given) is cropped, and
-    the result is flipped left-right with probability 1/2. With ``cutout``
+    the result is flipped left-right with probability 1/2, or where
+    ``flips`` (``[B]``, 0 or 1) says when given. With ``cutout``
     (DeVries & Taylor, 2017), a ``cutout x cutout`` square centred on a
     uniformly drawn pixel of the crop is then set to 0 like the padding (the
     part inside the image). ``seed`` is a ``[2]`` integer tensor: the same
@@ -371,6 +381,17 @@ def augment(
     images = tf.convert_to_tensor(images)
     if int(cutout) < 0:
         raise ValueError(f"cutout must be >= 0 pixels, got {cutout}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(
+            f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}"
+        )
+    if padding_mode == "reflect" and any(
+        side is not None and side <= padding for side in images.shape[1:3]
+    ):
+        raise ValueError(
+            f"padding={padding} must be smaller than the image sides "
+            f"{tuple(images.shape[1:3])} to reflect"
+        )
     out_shape = images.shape
     shape = tf.shape(images)
     size, height, width = shape[0], shape[1], shape[2]
@@ -390,8 +411,15 @@ def augment(
         )
         for i, side in enumerate((height, width))
     ]
-    flip = tf.random.stateless_uniform([size], seeds[2], 0, 2, tf.int32)
-    padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+    if flips is None:
+        flip = tf.random.stateless_uniform([size], seeds[2], 0, 2, tf.int32)
+    else:
+        flip = tf.cast(flips, tf.int32)
+    padded = tf.pad(
+        images,
+        [[0, 0], [padding, padding], [padding, padding], [0, 0]],
+        mode=padding_mode.upper(),
+    )
     rows = shifts[0][:, None] + tf.range(height)[None, :]
     cols = shifts[1][:, None] + tf.range(width)[None, :]
     # A flipped crop reads its columns right to left.
@@ -466,6 +494,8 @@ def train_dataset(
     low_res_steps: int = 0,
     low_res_size: int = 24,
     cutout: int = 0,
+    padding_mode: str = "constant",
+    flip: str = "random",
 ) -> tf.data.Dataset:
     """A shuffled, augmented stream of training batches, resumable at any step.
 
@@ -499,6 +529,11 @@ def train_dataset(
         low_res_size: side of those crops.
         cutout: side of the square :func:`augment` zeroes in each image (0:
             none).
+        padding_mode: ``"constant"`` (zeros) or ``"reflect"``.
+        flip: ``"random"`` (each image in each epoch with probability 1/2)
+            or ``"alternating"`` (a seeded random flip in the first epoch,
+            the other one in the next, and so on: airbench's variant, which
+            shows both orientations of every image in each pair of epochs).
 
     Returns:
         A dataset of ``(uint8 [B, H, W, C], int32 [B])``.
@@ -513,9 +548,20 @@ def train_dataset(
         raise ValueError("low_res_steps needs augmentation=True (random crops)")
     if cutout and not augmentation:
         raise ValueError("cutout needs augmentation=True")
+    if flip not in FLIP_MODES:
+        raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
     start = int(start_step) * int(batch_size)
+    each_epoch = steps_per_epoch(len(images), batch_size)
+    first_flips = tf.constant(
+        np.random.default_rng([seed, _FLIP_STREAM]).integers(0, 2, len(images))
+    )
     images = tf.constant(images)
     labels = tf.constant(np.asarray(labels, np.int32))
+
+    def flips(step, index):
+        if flip == "random":
+            return None
+        return (tf.gather(first_flips, index) + step // each_epoch) % 2
 
     def loader(crop_size):
         def load(step, index):
@@ -527,6 +573,8 @@ def train_dataset(
                     padding,
                     crop_size,
                     cutout,
+                    padding_mode,
+                    flips(step, index),
                 )
             return batch, tf.gather(labels, index)
 

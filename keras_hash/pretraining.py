@@ -21,6 +21,7 @@ hash_model = keras_hash.HashNet(backbone, bits=64)
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from keras_hash import backbones
 
@@ -30,6 +31,9 @@ AIRBENCH_BATCH_SIZE = 1024
 AIRBENCH_CROP_PADDING = 2
 AIRBENCH_LEARNING_RATE = 11.5 / (1024 * (1 + 1 / (1 - 0.85))) * 1024
 AIRBENCH_L2 = 0.0153 / 11.5 / 2
+# airbench's crops read a mirrored border, and each image's flip alternates
+# between epochs (keras_hash.datasets.train_dataset arguments).
+AIRBENCH_AUGMENTATION = {"padding_mode": "reflect", "flip": "alternating"}
 
 
 @keras.saving.register_keras_serializable(package="keras_hash")
@@ -125,19 +129,128 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
         }
 
 
+@keras.saving.register_keras_serializable(package="keras_hash")
+class LookaheadSGD(keras.optimizers.SGD):
+    """SGD whose weights are pulled back to a slow copy every ``period`` steps.
+
+    Lookahead (Zhang et al., 2019) on Keras's optimizer EMA hooks, with
+    airbench's schedule: every ``period`` steps the slow copy moves to
+    ``slow + (1 - decay) * (w - slow)`` and the weights ``w`` are reset to
+    it, where ``decay = max_decay * (step / total_steps) ** 3`` grows from
+    0 to ``max_decay`` (``0.95 ** 5``). Until the first such step the slow
+    copy follows the weights. The slow copy is optimizer state, so it is
+    saved and restored with the optimizer; :meth:`finalize_variable_values`
+    (called by ``fit`` when it ends) sets the weights to the slow copy only
+    once ``total_steps`` are done. (``tensorflow_addons.optimizers.Lookahead``
+    does not work with Keras 3.)
+
+    ```python
+    optimizer = keras_hash.pretraining.LookaheadSGD(
+        0.1, total_steps=500, momentum=0.85, nesterov=True)
+    ```
+
+    Args:
+        learning_rate: float or schedule, as for ``keras.optimizers.SGD``.
+        total_steps: training steps, for the decay schedule.
+        period: steps between slow-copy updates. Defaults to 5.
+        max_decay: the decay at ``total_steps``. Defaults to ``0.95 ** 5``.
+        **kwargs: ``keras.optimizers.SGD`` arguments (``momentum``,
+            ``nesterov``, ...), except the EMA ones.
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.01,
+        total_steps: int = 1,
+        period: int = 5,
+        max_decay: float = 0.95**5,
+        **kwargs,
+    ):
+        for name in ("use_ema", "ema_momentum", "ema_overwrite_frequency"):
+            kwargs.pop(name, None)  # set here; present in get_config()
+        if int(total_steps) < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        if int(period) < 1:
+            raise ValueError(f"period must be >= 1, got {period}")
+        if not 0 <= max_decay < 1:
+            raise ValueError(f"max_decay must be in [0, 1), got {max_decay}")
+        super().__init__(learning_rate, use_ema=True, **kwargs)
+        self.total_steps = int(total_steps)
+        self.period = int(period)
+        self.max_decay = float(max_decay)
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        # Called after each update, before ``iterations`` counts it. Both
+        # moves are blends (by 0 or 1 off the period) rather than Keras's
+        # ``ema_overwrite_frequency``, whose conditional overwrite fails
+        # under tf.distribute strategies (a merge_call inside a cond).
+        step = keras.ops.cast(self.iterations + 1, "float32")
+        progress = keras.ops.minimum(step / self.total_steps, 1.0)
+        decay = self.max_decay * progress**3
+        on_period = keras.ops.equal((self.iterations + 1) % self.period, 0)
+        rate = keras.ops.where(
+            step <= self.period, 1.0, keras.ops.where(on_period, 1.0 - decay, 0.0)
+        )
+        pull = keras.ops.cast(on_period, "float32")
+
+        def move_slow(slow, variable):
+            slow.assign(slow + tf.cast(rate, slow.dtype) * (variable - slow))
+
+        def pull_back(variable, slow):
+            variable.assign(
+                variable + tf.cast(pull, variable.dtype) * (slow - variable)
+            )
+
+        def update(distribution, pairs):
+            for variable, slow in pairs:
+                distribution.extended.update(slow, move_slow, (variable,), group=False)
+                distribution.extended.update(variable, pull_back, (slow,), group=False)
+
+        pairs = [
+            (_tf_variable(variable), _tf_variable(slow))
+            for variable, slow in zip(
+                trainable_variables, self._model_variables_moving_average, strict=True
+            )
+            if slow is not None
+        ]
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            update, self._distribution_strategy, pairs
+        )
+
+    def finalize_variable_values(self, var_list):
+        if int(keras.ops.convert_to_numpy(self.iterations)) >= self.total_steps:
+            super().finalize_variable_values(var_list)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "total_steps": self.total_steps,
+            "period": self.period,
+            "max_decay": self.max_decay,
+        }
+
+
+def _tf_variable(variable):
+    """The ``tf.Variable`` behind a Keras variable (what tf.distribute updates)."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
 def airbench_classifier(
     backbone: keras.Model, num_classes: int, total_steps: int, batch_size: int = 1024
 ) -> keras.Model:
     """``backbone`` + a linear head, compiled with airbench94's recipe.
 
-    Nesterov SGD with momentum 0.85 on :class:`TriangularLearningRate`
-    peaking at 1.5 per 1,024 images (scaled linearly with ``batch_size``),
-    label smoothing 0.2, logits scaled by 1/9, and an L2 penalty of
+    Nesterov SGD with momentum 0.85 and airbench's lookahead
+    (:class:`LookaheadSGD`) on :class:`TriangularLearningRate` peaking at
+    1.5 per 1,024 images (scaled linearly with ``batch_size``), label
+    smoothing 0.2, logits scaled by 1/9, and an L2 penalty of
     ``6.65e-4 * sum(w**2)`` on every trainable variable (coupled weight
     decay: it goes through the momentum, as in PyTorch's SGD). Train it on
     batches of ``batch_size`` with crops shifted by at most
-    ``AIRBENCH_CROP_PADDING`` pixels, then call :func:`drop_regularizers`
-    before fine-tuning the backbone with another loss.
+    ``AIRBENCH_CROP_PADDING`` pixels and ``AIRBENCH_AUGMENTATION`` (for
+    :func:`keras_hash.datasets.train_dataset`), then call
+    :func:`drop_regularizers` before fine-tuning the backbone with another
+    loss.
 
     Args:
         backbone: features model, e.g. :func:`keras_hash.backbones.whitened_cnn`.
@@ -162,8 +275,11 @@ def airbench_classifier(
     schedule = TriangularLearningRate(
         AIRBENCH_LEARNING_RATE * batch_size / 1024, total_steps
     )
+    optimizer = LookaheadSGD(
+        schedule, total_steps=total_steps, momentum=0.85, nesterov=True
+    )
     classifier.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=0.85, nesterov=True),
+        optimizer=optimizer,
         loss=SmoothedSparseCrossentropy(num_classes, label_smoothing=0.2),
         metrics=["accuracy"],
     )

@@ -186,11 +186,11 @@ class TestImageFolder:
             datasets.load_cifar10()
 
 
-def numpy_augmentations(image, padding=4, crop_size=None):
+def numpy_augmentations(image, padding=4, crop_size=None, mode="constant"):
     """Every pad-and-crop window and its mirror image (the reference)."""
     h, w, _ = image.shape
     h, w = (h, w) if crop_size is None else (crop_size, crop_size)
-    padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
+    padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)), mode)
     crops = [
         padded[y : y + h, x : x + w]
         for y in range(padded.shape[0] - h + 1)
@@ -268,6 +268,62 @@ class TestPipelines:
         candidates = {c.tobytes() for c in numpy_augmentations(image, 1, 5)}
         assert len(candidates) == 72
         assert {x.tobytes() for x in out.numpy()} == candidates
+
+    def test_reflect_padding_draws_every_mirrored_window(self):
+        image = self.images[0]
+        out = datasets.augment(
+            np.repeat(image[None], 2000, axis=0), [5, 7], padding_mode="reflect"
+        ).numpy()
+        assert (out != 0).all()  # no zero padding: pixels are 1..255
+        candidates = {c.tobytes() for c in numpy_augmentations(image, mode="reflect")}
+        assert {x.tobytes() for x in out} == candidates
+
+    def test_given_flips_replace_the_random_ones(self):
+        flips = np.arange(24) % 3 == 0
+        out = datasets.augment(self.images, [1, 1], padding=0, flips=flips).numpy()
+        expected = np.where(
+            flips[:, None, None, None], self.images[:, :, ::-1], self.images
+        )
+        np.testing.assert_array_equal(out, expected)
+
+    def test_alternating_flips_switch_every_epoch_and_resume(self):
+        ds = datasets.train_dataset(
+            self.images, self.labels, 6, 4, seed=3, padding=0, flip="alternating"
+        )
+        out = batches(ds)
+        lookup = {img.tobytes(): (i, 0) for i, img in enumerate(self.images)}
+        lookup.update(
+            {img[:, ::-1].tobytes(): (i, 1) for i, img in enumerate(self.images)}
+        )
+        flipped = np.full((4, 24), -1)
+        for step, (x, _) in enumerate(out):
+            for image in x:
+                index, mirrored = lookup[image.tobytes()]
+                flipped[step // 4, index] = mirrored
+        assert (flipped >= 0).all()  # every image once per epoch
+        assert 0 < flipped[0].sum() < 24  # the first epoch's flips are random
+        np.testing.assert_array_equal(flipped[1:], 1 - flipped[:-1])
+        resumed = datasets.train_dataset(
+            self.images,
+            self.labels,
+            6,
+            4,
+            seed=3,
+            padding=0,
+            flip="alternating",
+            start_step=6,
+        )
+        for (x0, y0), (x1, y1) in zip(out[6:], batches(resumed), strict=True):
+            np.testing.assert_array_equal(x0, x1)
+            np.testing.assert_array_equal(y0, y1)
+
+    def test_bad_padding_mode_and_flip_are_named(self):
+        with pytest.raises(ValueError, match="padding_mode must be one of"):
+            datasets.augment(self.images, [0, 1], padding_mode="wrap")
+        with pytest.raises(ValueError, match="smaller than the image sides"):
+            datasets.augment(self.images, [0, 1], padding=8, padding_mode="reflect")
+        with pytest.raises(ValueError, match="flip must be one of"):
+            datasets.train_dataset(self.images, self.labels, 6, 1, flip="never")
 
     def test_cutout_zeroes_each_clipped_square(self):
         # No shift and no zero pixel: the zeroed pixels are cutout's alone.

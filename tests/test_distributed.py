@@ -95,3 +95,29 @@ def test_short_and_empty_replica_batches_are_not_nan(strategy):
     assert np.all(np.isfinite(history.history["loss"]))
     assert all(np.all(np.isfinite(w.numpy())) for w in model.trainable_weights)
     assert int(model.hash_layer.iterations.numpy()) == 4
+
+
+def test_lookahead_sgd_trains_like_one_device(strategy):
+    # 7 full-batch steps with a period of 3: the slow copy taken at step 3,
+    # a pull back at step 6, and the slow weights copied in at the end.
+    x, y = data(32, seed=2)
+    y = y.astype(np.float32)[:, None]
+
+    def model():
+        keras.utils.set_random_seed(8)
+        net = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1)])
+        net.compile(
+            optimizer=keras_hash.pretraining.LookaheadSGD(
+                0.05, total_steps=7, period=3, momentum=0.85, nesterov=True
+            ),
+            loss="mse",
+        )
+        return net
+
+    single = model()
+    single.fit(x, y, batch_size=32, epochs=7, shuffle=False, verbose=0)
+    with strategy.scope():
+        mirrored = model()
+    mirrored.fit(x, y, batch_size=32, epochs=7, shuffle=False, verbose=0)
+    for a, b in zip(single.get_weights(), mirrored.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)

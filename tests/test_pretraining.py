@@ -70,3 +70,89 @@ def test_airbench_classifier_learns_a_separable_task():
     classifier.fit(images, labels, batch_size=32, epochs=3, verbose=0)
     accuracy = (classifier.predict(images, verbose=0).argmax(1) == labels).mean()
     assert accuracy > 0.95
+
+
+def _lookahead_reference(w, target, scale, steps, lr, total, period, max_decay):
+    """Nesterov SGD (PyTorch/Keras form) with airbench's lookahead, in numpy."""
+    w = w.astype(np.float64)
+    velocity = np.zeros_like(w)
+    slow = w.copy()
+    for step in range(1, steps + 1):
+        gradient = scale * (w - target)
+        velocity = 0.85 * velocity - lr * gradient
+        w = w + 0.85 * velocity - lr * gradient
+        if step <= period:
+            slow = w.copy()
+        elif step % period == 0:
+            decay = max_decay * min(step / total, 1.0) ** 3
+            slow = slow + (1 - decay) * (w - slow)
+        if step % period == 0:
+            w = slow.copy()
+    return w, slow
+
+
+@pytest.mark.parametrize("steps", [13, 23])
+def test_lookahead_sgd_matches_numpy_reference(steps):
+    rng = np.random.default_rng(3)
+    start = rng.normal(size=6)
+    target = rng.normal(size=6)
+    scale = rng.uniform(0.5, 2.0, size=6)
+    variable = keras.Variable(start.astype("float32"))
+    optimizer = pretraining.LookaheadSGD(
+        0.1, total_steps=20, period=5, max_decay=0.7, momentum=0.85, nesterov=True
+    )
+    for _ in range(steps):
+        gradient = scale * (variable.numpy() - target)
+        optimizer.apply_gradients([(gradient.astype("float32"), variable)])
+    expected, slow = _lookahead_reference(start, target, scale, steps, 0.1, 20, 5, 0.7)
+    np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-4, atol=1e-5)
+    optimizer.finalize_variable_values([variable])
+    # The slow copy replaces the weights only once total_steps are done.
+    final = slow if steps >= 20 else expected
+    np.testing.assert_allclose(variable.numpy(), final, rtol=1e-4, atol=1e-5)
+
+
+def test_lookahead_sgd_resumes_exactly_from_saved_weights(tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(64, 5)).astype("float32")
+    y = (x @ rng.normal(size=(5, 1))).astype("float32")
+
+    def model():
+        keras.utils.set_random_seed(5)
+        net = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1)])
+        net.compile(
+            optimizer=pretraining.LookaheadSGD(
+                0.05, total_steps=13, momentum=0.85, nesterov=True
+            ),
+            loss="mse",
+        )
+        return net
+
+    straight = model()
+    straight.fit(x, y, batch_size=64, epochs=13, shuffle=False, verbose=0)
+    interrupted = model()
+    interrupted.fit(x, y, batch_size=64, epochs=7, shuffle=False, verbose=0)
+    path = str(tmp_path / "backup.weights.h5")
+    interrupted.save_weights(path)
+    resumed = model()
+    resumed.optimizer.build(resumed.trainable_variables)
+    resumed.load_weights(path)
+    resumed.fit(
+        x, y, batch_size=64, initial_epoch=7, epochs=13, shuffle=False, verbose=0
+    )
+    for got, want in zip(resumed.get_weights(), straight.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_lookahead_sgd_round_trips_and_names_bad_values():
+    optimizer = pretraining.LookaheadSGD(
+        0.3, total_steps=40, period=4, max_decay=0.5, momentum=0.9
+    )
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert isinstance(restored, pretraining.LookaheadSGD)
+    assert (restored.total_steps, restored.period, restored.max_decay) == (40, 4, 0.5)
+    assert restored.momentum == 0.9
+    with pytest.raises(ValueError, match="period must be >= 1"):
+        pretraining.LookaheadSGD(0.1, total_steps=10, period=0)
+    with pytest.raises(ValueError, match="max_decay"):
+        pretraining.LookaheadSGD(0.1, total_steps=10, max_decay=1.0)
