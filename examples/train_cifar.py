@@ -510,17 +510,17 @@ def fit_resumable(
     batch_size=None,
     padding=datasets.CROP_PADDING,
     low_res_steps=0,
-    padding_mode="constant",
-    flip="random",
+    **augmentation,
 ) -> dict:
     """Trains for ``epochs``, resuming from the backup in ``backup_dir`` if any.
 
     The data stream is a function of (seed, step), so a resumed run sees the
     same batches as an uninterrupted one. A run resumed mid-epoch first
     finishes that epoch, then runs the remaining full epochs. ``batch_size``
-    defaults to --batch_size; ``padding``, ``padding_mode`` and ``flip``
-    shape the augmentation (:func:`keras_hash.datasets.train_dataset`); the
-    first ``low_res_steps`` steps train on --low_res_size crops.
+    defaults to --batch_size; ``padding`` and ``augmentation`` (more
+    :func:`keras_hash.datasets.train_dataset` arguments, e.g. ``flip``) shape
+    the augmentation; the first ``low_res_steps`` steps train on
+    --low_res_size crops.
     """
     batch_size = batch_size or FLAGS.batch_size
     spe = datasets.steps_per_epoch(len(train_images), batch_size)
@@ -544,8 +544,7 @@ def fit_resumable(
             low_res_steps=low_res_steps,
             low_res_size=FLAGS.low_res_size,
             cutout=FLAGS.cutout,
-            padding_mode=padding_mode,
-            flip=flip,
+            **augmentation,
         )
         model.fit(
             stream,

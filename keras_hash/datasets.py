@@ -551,10 +551,11 @@ def train_dataset(
     if flip not in FLIP_MODES:
         raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
     start = int(start_step) * int(batch_size)
-    each_epoch = steps_per_epoch(len(images), batch_size)
-    first_flips = tf.constant(
-        np.random.default_rng([seed, _FLIP_STREAM]).integers(0, 2, len(images))
-    )
+    if flip == "alternating":
+        each_epoch = steps_per_epoch(len(images), batch_size)
+        first_flips = tf.constant(
+            np.random.default_rng([seed, _FLIP_STREAM]).integers(0, 2, len(images))
+        )
     images = tf.constant(images)
     labels = tf.constant(np.asarray(labels, np.int32))
 
