@@ -169,6 +169,13 @@ flags.DEFINE_bool(
     "(HashModel(flip_average=True)): test-time augmentation that doubles the "
     "cost of encoding and of the exported models.",
 )
+flags.DEFINE_bool(
+    "translate_average",
+    False,
+    "Also average each image's features over one-pixel translations "
+    "(HashModel(translate_average=True), airbench's test-time augmentation): "
+    "triples the cost of encoding and of the exported models.",
+)
 flags.DEFINE_integer(
     "crop_padding",
     None,
@@ -448,6 +455,7 @@ def _uncompiled_model(image_shape, backbone):
         FLAGS.bits,
         normalize=FLAGS.normalize_codes,
         flip_average=FLAGS.flip_average,
+        translate_average=FLAGS.translate_average,
         name=FLAGS.method,
     )
     model.build((None, *image_shape))
@@ -729,6 +737,7 @@ def metrics_record(results, training, exports) -> dict:
             FLAGS.finetune_backbone if FLAGS.pretrain_epochs else None
         ),
         "flip_average": FLAGS.flip_average,
+        "translate_average": FLAGS.translate_average,
         "crop_padding": FLAGS.crop_padding,
         "cutout": FLAGS.cutout,
         "weight_decay": FLAGS.weight_decay,

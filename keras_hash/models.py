@@ -34,6 +34,13 @@ class HashModel(keras.Model):
             ``[N, H, W, C]`` images; it doubles the cost of encoding and of
             exported models, and is part of them). Training is unchanged.
             Defaults to ``False``.
+        translate_average: at inference, also average over one-pixel
+            translations (airbench's test-time augmentation): half the
+            weight on the image, a quarter each on the image shifted one
+            pixel down-right and one pixel up-left, the borders filled by
+            reflection. With ``flip_average``, each of the three is
+            mirror-averaged (six backbone passes per image). Triples the
+            cost of encoding and of exported models. Defaults to ``False``.
     """
 
     default_loss = None
@@ -45,6 +52,7 @@ class HashModel(keras.Model):
         beta_schedule="hashnet",
         normalize=False,
         flip_average=False,
+        translate_average=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -54,19 +62,25 @@ class HashModel(keras.Model):
             )
         self.backbone = backbone
         self.bits = check_bits(bits, packed=False)
-        if not isinstance(flip_average, bool):
-            raise TypeError(f"flip_average must be a bool, got {flip_average!r}")
+        for name, value in (
+            ("flip_average", flip_average),
+            ("translate_average", translate_average),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {value!r}")
         self.flip_average = flip_average
+        self.translate_average = translate_average
         self.hash_layer = HashLayer(
             self.bits, beta_schedule=beta_schedule, normalize=normalize, name="hash"
         )
 
     def build(self, input_shape):
-        if self.flip_average and len(input_shape) != 4:
-            raise ValueError(
-                "flip_average needs images [N, height, width, channels], got "
-                f"input shape {tuple(input_shape)}"
-            )
+        for name in ("flip_average", "translate_average"):
+            if getattr(self, name) and len(input_shape) != 4:
+                raise ValueError(
+                    f"{name} needs images [N, height, width, channels], got "
+                    f"input shape {tuple(input_shape)}"
+                )
         if not self.backbone.built:
             self.backbone.build(input_shape)
         features = self.backbone.compute_output_shape(input_shape)
@@ -77,11 +91,35 @@ class HashModel(keras.Model):
         features = self._features(inputs, training=training)
         return self.hash_layer(features, training=training)
 
+    def features(self, images):
+        """The backbone's features at inference, the hash layer's input ``[N, D]``.
+
+        Averaged as ``flip_average`` and ``translate_average`` say. For
+        analysis of what the codes keep (e.g. ``benchmarks/feature_probe.py``).
+
+        ```python
+        features = model.features(images)  # tensor [N, D]
+        ```
+        """
+        return self._features(images, training=False)
+
     def code_logits(self, images):
         """The hash layer's pre-activation ``z``, float32 ``[N, bits]`` (inference)."""
-        return self.hash_layer.logits(self._features(images, training=False))
+        return self.hash_layer.logits(self.features(images))
 
     def _features(self, images, training):
+        if training or not self.translate_average:
+            return self._mirror_features(images, training)
+        padded = ops.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        height, width = ops.shape(images)[1], ops.shape(images)[2]
+        down_right = padded[:, :height, :width]
+        up_left = padded[:, 2 : height + 2, 2 : width + 2]
+        shifted = self._mirror_features(down_right, training) + self._mirror_features(
+            up_left, training
+        )
+        return self._mirror_features(images, training) / 2 + shifted / 4
+
+    def _mirror_features(self, images, training):
         features = self.backbone(images, training=training)
         if not self.flip_average or training:
             return features
@@ -172,6 +210,7 @@ class HashModel(keras.Model):
             ),
             "normalize": self.hash_layer.normalize,
             "flip_average": self.flip_average,
+            "translate_average": self.translate_average,
         }
 
     @classmethod

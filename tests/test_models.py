@@ -101,6 +101,7 @@ def test_flip_average_encodes_the_mean_of_image_and_mirror_features():
         model.backbone.predict(x, verbose=0)
         + model.backbone.predict(x[:, :, ::-1].copy(), verbose=0)
     ) / 2
+    np.testing.assert_allclose(model.features(x).numpy(), features, atol=1e-5)
     z = features @ model.hash_layer.kernel.numpy() + model.hash_layer.bias.numpy()
     np.testing.assert_allclose(model.code_logits(x).numpy(), z, atol=1e-5)
     np.testing.assert_array_equal(model.encode(x), np.packbits(z >= 0, axis=-1))
@@ -143,6 +144,76 @@ def test_flip_average_needs_images():
         keras_hash.HashNet(dense, bits=8, flip_average=True).build((None, 5))
     with pytest.raises(TypeError, match="flip_average must be a bool"):
         keras_hash.HashNet(dense, bits=8, flip_average="yes")
+
+
+def shifted_by_reflection(x, rows, cols):
+    """``x`` moved ``rows`` down and ``cols`` right, borders reflected (numpy)."""
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    height, width = x.shape[1:3]
+    return padded[:, 1 - rows : 1 - rows + height, 1 - cols : 1 - cols + width]
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_translate_average_weights_the_image_and_two_shifts(flip):
+    model = keras_hash.HashNet(
+        flatten_backbone(), bits=16, flip_average=flip, translate_average=True
+    )
+    x = images()
+    model.build(x.shape)
+
+    def features(batch):
+        out = model.backbone.predict(batch, verbose=0)
+        if flip:
+            mirrored = model.backbone.predict(batch[:, :, ::-1].copy(), verbose=0)
+            out = (out + mirrored) / 2
+        return out
+
+    # The reference's own shifts: content moves one pixel, row 1 reflects in.
+    down_right = shifted_by_reflection(x, 1, 1)
+    np.testing.assert_array_equal(down_right[:, 1:, 1:], x[:, :-1, :-1])
+    np.testing.assert_array_equal(down_right[:, 0, 1:], x[:, 1, :-1])
+    np.testing.assert_array_equal(
+        shifted_by_reflection(x, -1, -1)[:, :-1, :-1], x[:, 1:, 1:]
+    )
+    expected = (
+        features(x) / 2
+        + features(shifted_by_reflection(x, 1, 1)) / 4
+        + features(shifted_by_reflection(x, -1, -1)) / 4
+    )
+    np.testing.assert_allclose(model.features(x).numpy(), expected, atol=1e-5)
+    z = expected @ model.hash_layer.kernel.numpy() + model.hash_layer.bias.numpy()
+    np.testing.assert_array_equal(model.encode(x), np.packbits(z >= 0, axis=-1))
+    # Training sees the plain image.
+    plain = keras_hash.HashNet(model.backbone, bits=16)
+    plain.build(x.shape)
+    plain.hash_layer.set_weights(model.hash_layer.get_weights())
+    np.testing.assert_allclose(
+        model(x, training=True).numpy(), plain(x, training=True).numpy()
+    )
+
+
+def test_translate_average_is_saved_and_exported(tmp_path):
+    model = keras_hash.DHN(
+        conv_backbone(), bits=16, flip_average=True, translate_average=True
+    )
+    model.compile(optimizer="sgd")
+    x = images()
+    model.fit(x, np.arange(20) % 2, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    restored = keras.saving.load_model(tmp_path / "model.keras")
+    assert restored.translate_average is True and restored.flip_average is True
+    np.testing.assert_array_equal(restored.encode(x), model.encode(x))
+    path = keras_hash.export.export_tflite(model, str(tmp_path / "model.tflite"))
+    encoder = keras_hash.export.TFLiteEncoder(path)
+    np.testing.assert_array_equal(encoder.encode(x), model.encode(x))
+
+
+def test_translate_average_needs_images():
+    dense = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4)])
+    with pytest.raises(ValueError, match="translate_average needs images"):
+        keras_hash.HashNet(dense, bits=8, translate_average=True).build((None, 5))
+    with pytest.raises(TypeError, match="translate_average must be a bool"):
+        keras_hash.HashNet(dense, bits=8, translate_average=1)
 
 
 def test_encode_needs_bits_multiple_of_8():

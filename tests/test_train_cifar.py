@@ -73,6 +73,7 @@ def test_help_documents_every_flag():
         "finetune_learning_rate",
         "finetune_backbone",
         "flip_average",
+        "translate_average",
         "crop_padding",
         "cutout",
     ):
@@ -288,6 +289,7 @@ def test_whitened_cnn_run_pretrains_with_airbench_recipe_and_exports(
         "--batch_size=12",
         "--nofinetune_backbone",
         "--flip_average",
+        "--translate_average",
         "--cutout=8",
     ]
     result = run_script(
@@ -307,10 +309,12 @@ def test_whitened_cnn_run_pretrains_with_airbench_recipe_and_exports(
     assert model.backbone.input_shape == (None, 32, 32, 3)
     assert metrics["finetune_backbone"] is False and metrics["flip_average"] is True
     assert not model.backbone.trainable and model.flip_average
-    # The export averages flips too: an image and its mirror share a code.
+    assert metrics["translate_average"] is True and model.translate_average
+    # The export averages flips and translations as the model does.
     serving = tf.saved_model.load(str(out / "serving" / "hashnet" / "1"))
-    image = np.random.default_rng(1).uniform(0, 255, (1, 32, 32, 3)).astype("f4")
     encode = serving.signatures["serving_default"]
-    codes = [encode(images=tf.constant(x)) for x in (image, image[:, :, ::-1].copy())]
-    np.testing.assert_array_equal(*(next(iter(c.values())).numpy() for c in codes))
+    image = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("f4")
+    for x in (image, image[:, :, ::-1].copy()):
+        served = next(iter(encode(images=tf.constant(x)).values())).numpy()
+        np.testing.assert_array_equal(served, model.encode(x))
     assert (out / "model.tflite").stat().st_size > 0
