@@ -39,8 +39,9 @@ class HashModel(keras.Model):
             weight on the image, a quarter each on the image shifted one
             pixel down-right and one pixel up-left, the borders filled by
             reflection. With ``flip_average``, each of the three is
-            mirror-averaged (six backbone passes per image). Triples the
-            cost of encoding and of exported models. Defaults to ``False``.
+            mirror-averaged (six backbone passes per image), and an image
+            and its mirror may then get different codes. Triples the cost
+            of encoding and of exported models. Defaults to ``False``.
     """
 
     default_loss = None
