@@ -121,7 +121,7 @@ def compare_rankings(represent, images, labels, split, train_rep, query_rep):
     """Prints the codes' mAP and real-valued rankings' mAP (see --ranking)."""
     database_rep = representations(represent, images[split.database])
     query_y, database_y = labels[split.query], labels[split.database]
-    top_k = 1000 if FLAGS.protocol == "cifar10-2" else None
+    top_k = datasets.MAP_TOP_K[FLAGS.protocol]
     codes = keras_hash.evaluation.mean_average_precision(
         query_codes=keras_hash.pack_codes(query_rep["logits"]),
         query_labels=query_y,

@@ -223,7 +223,6 @@ QUICK = {
     "database_size": 2000,
     "width": 16,
 }
-MAP_TOP_K = {"dhn": None, "cifar10-1": None, "cifar10-2": 1000}
 # The flags a backup was trained under; a rerun must match them to resume.
 TRAINING_FLAGS = (
     "method",
@@ -604,7 +603,7 @@ def map_top_k(database_size: int):
     """The mAP cut-off: --map_top_k, else the protocol's; None ranks all."""
     top_k = FLAGS.map_top_k
     if top_k is None:
-        top_k = MAP_TOP_K[FLAGS.protocol]
+        top_k = datasets.MAP_TOP_K[FLAGS.protocol]
     if not top_k or top_k >= database_size:
         return None
     return top_k

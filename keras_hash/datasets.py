@@ -28,6 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 PROTOCOLS = ("dhn", "cifar10-1", "cifar10-2")
+# Each protocol's mAP cut-off (mAP@K); None ranks the whole database.
+MAP_TOP_K = {"dhn": None, "cifar10-1": None, "cifar10-2": 1000}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 CIFAR10_CLASSES = (
     "airplane",
