@@ -143,6 +143,95 @@ class HashModel(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def fit_hash_layer(
+        self,
+        features,
+        labels,
+        batch_size: int = 128,
+        epochs: int = 1,
+        shuffle: bool = True,
+        seed=None,
+        **fit_kwargs,
+    ):
+        """Trains only the hash layer, on precomputed backbone features.
+
+        For a frozen backbone: encode the training images once (e.g.
+        ``model.backbone.predict(images)``), then train the hash layer on the
+        features with the model's compiled optimizer and loss, at a small
+        fraction of the cost of passing images through the backbone at each
+        step. ``beta``, its step counter and the optimizer state advance as
+        they would in ``fit`` on images. Batches are of ``batch_size``
+        features (the last partial batch is dropped, as pairs are in-batch),
+        reshuffled each epoch when ``shuffle`` (seeded by ``seed``).
+
+        ```python
+        model.backbone.trainable = False
+        model.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.9))
+        features = model.backbone.predict(images)
+        model.fit_hash_layer(features, labels, epochs=3)
+        ```
+
+        Args:
+            features: ``[N, D]`` features, ``D`` the hash layer's input size.
+            labels: class ids ``[N]`` or multi-hot ``[N, C]``.
+            batch_size: features per step.
+            epochs: passes over the features.
+            shuffle: reshuffle the features each epoch.
+            seed: seed of the shuffle.
+            **fit_kwargs: more ``keras.Model.fit`` arguments (``callbacks``,
+                ``verbose``, ...).
+
+        Returns:
+            The ``History`` of the fit.
+        """
+        if not self.compiled:
+            raise ValueError("compile the model before fit_hash_layer")
+        features, labels = self._check_features(features, labels, int(batch_size))
+        inputs = keras.Input(features.shape[1:], name="features")
+        head = keras.Model(inputs, self.hash_layer(inputs), name="hash_head")
+        if not self.optimizer.built:  # every trainable variable, for later fits
+            self.optimizer.build(self.trainable_variables)
+        head.compile(optimizer=self.optimizer, loss=self.loss)
+        stream = tf.data.Dataset.from_tensor_slices((features, labels))
+        if shuffle:
+            stream = stream.shuffle(len(features), seed=seed)
+        stream = stream.batch(int(batch_size), drop_remainder=True)
+        return head.fit(
+            stream.prefetch(tf.data.AUTOTUNE),
+            epochs=epochs,
+            shuffle=False,
+            **fit_kwargs,
+        )
+
+    def _check_features(self, features, labels, batch_size):
+        if not self.built:
+            shape = getattr(self.backbone, "input_shape", None)
+            if not isinstance(shape, tuple):
+                raise ValueError(
+                    "build the model (model.build(images_shape)) before fit_hash_layer"
+                )
+            self.build(shape)
+        features = np.asarray(features, np.float32)
+        labels = np.asarray(labels)
+        width = self.hash_layer.kernel.shape[0]
+        if features.ndim != 2 or features.shape[1] != width:
+            raise ValueError(
+                f"features must be [N, {width}] (the hash layer's input), got "
+                f"shape {features.shape}"
+            )
+        if not np.isfinite(features).all():
+            raise ValueError("features contain NaN or Inf")
+        if len(labels) != len(features):
+            raise ValueError(
+                f"labels has {len(labels)} rows for {len(features)} features"
+            )
+        if not 1 <= batch_size <= len(features):
+            raise ValueError(
+                f"batch_size must be between 1 and the {len(features)} features, "
+                f"got {batch_size}"
+            )
+        return features, labels
+
     def encode(self, images, batch_size: int = 256) -> np.ndarray:
         """Encodes images to packed binary codes, uint8 ``[N, bits // 8]``.
 

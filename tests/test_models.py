@@ -260,3 +260,87 @@ def test_keras_applications_backbone():
     x = np.random.default_rng(4).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
     model.fit(x, np.arange(8) % 2, batch_size=4, epochs=1, verbose=0)
     np.testing.assert_array_equal(model.encode(x), reference_codes(model, x))
+
+
+def frozen_pair(seed=5):
+    """Two HashNets with the same frozen backbone and hash layer weights."""
+    models = []
+    for _ in range(2):
+        keras.utils.set_random_seed(seed)
+        backbone = conv_backbone()
+        backbone.trainable = False
+        model = keras_hash.HashNet(backbone, bits=16, normalize=True)
+        model.build((None, 8, 8, 1))
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        models.append(model)
+    return models
+
+
+def test_fit_hash_layer_matches_fit_on_images_with_a_frozen_backbone():
+    on_images, on_features = frozen_pair()
+    x, labels = images(24), np.arange(24) % 3
+    backbone_weights = [w.copy() for w in on_features.backbone.get_weights()]
+    on_images.fit(x, labels, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    features = on_features.backbone.predict(x, verbose=0)
+    history = on_features.fit_hash_layer(
+        features, labels, batch_size=8, epochs=2, shuffle=False, verbose=0
+    )
+    assert len(history.history["loss"]) == 2
+    for trained, expected in zip(
+        on_features.hash_layer.get_weights(),
+        on_images.hash_layer.get_weights(),
+        strict=True,
+    ):
+        np.testing.assert_allclose(trained, expected, rtol=1e-5, atol=1e-6)
+    assert int(on_features.hash_layer.iterations.numpy()) == 6  # 2 epochs x 3
+    assert int(on_features.optimizer.iterations.numpy()) == 6
+    for kept, before in zip(
+        on_features.backbone.get_weights(), backbone_weights, strict=True
+    ):
+        np.testing.assert_array_equal(kept, before)
+
+
+def test_fit_hash_layer_shuffles_by_seed_and_drops_the_partial_batch():
+    a, b = frozen_pair()
+    features = np.random.default_rng(6).normal(size=(20, 4)).astype(np.float32)
+    labels = np.arange(20) % 2
+    for model in (a, b):
+        model.fit_hash_layer(features, labels, batch_size=8, seed=3, verbose=0)
+        assert int(model.optimizer.iterations.numpy()) == 2  # 20 // 8
+    np.testing.assert_array_equal(a.hash_layer.kernel.numpy(), b.hash_layer.kernel)
+
+
+def test_fit_hash_layer_leaves_a_trainable_backbone_trainable_by_fit():
+    model = keras_hash.HashNet(conv_backbone(), bits=16)
+    model.build((None, 8, 8, 1))
+    model.compile(optimizer="adam")
+    x, labels = images(16), np.arange(16) % 2
+    model.fit_hash_layer(model.backbone.predict(x, verbose=0), labels, 8, verbose=0)
+    before = [w.copy() for w in model.backbone.get_weights()]
+    model.fit(x, labels, batch_size=8, epochs=1, verbose=0)
+    assert any(
+        not np.array_equal(w, b)
+        for w, b in zip(model.backbone.get_weights(), before, strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    "features, labels, batch_size, message",
+    [
+        (np.zeros((8, 5)), np.zeros(8), 4, r"features must be \[N, 4\]"),
+        (np.zeros((8,)), np.zeros(8), 4, r"features must be \[N, 4\]"),
+        (np.full((8, 4), np.nan), np.zeros(8), 4, "NaN or Inf"),
+        (np.zeros((8, 4)), np.zeros(7), 4, "labels has 7 rows for 8 features"),
+        (np.zeros((8, 4)), np.zeros(8), 9, "between 1 and the 8 features"),
+    ],
+)
+def test_fit_hash_layer_rejects_bad_input(features, labels, batch_size, message):
+    model, _ = frozen_pair()
+    with pytest.raises(ValueError, match=message):
+        model.fit_hash_layer(features, labels, batch_size=batch_size)
+
+
+def test_fit_hash_layer_needs_a_compiled_model():
+    model = keras_hash.HashNet(conv_backbone(), bits=16)
+    with pytest.raises(ValueError, match="compile the model"):
+        model.fit_hash_layer(np.zeros((8, 4)), np.zeros(8))

@@ -72,6 +72,7 @@ def test_help_documents_every_flag():
         "pretrain_epochs",
         "finetune_learning_rate",
         "finetune_backbone",
+        "cache_features",
         "flip_average",
         "translate_average",
         "crop_padding",
@@ -270,6 +271,56 @@ def test_bad_low_res_flags_are_named(data_dir, tmp_path, flags, message):
         *flags,
     )
     assert result.returncode != 0 and message in result.stderr
+
+
+@pytest.mark.parametrize("flags", [["--pretrain_epochs=1"], ["--nofinetune_backbone"]])
+def test_cache_features_without_a_frozen_pretrained_backbone_is_refused(
+    data_dir, tmp_path, flags
+):
+    result = run_script(
+        f"--data_dir={data_dir}",
+        f"--output_dir={tmp_path}",
+        *SMALL,
+        "--cache_features",
+        *flags,
+    )
+    assert result.returncode != 0
+    assert "needs --pretrain_epochs > 0 and --nofinetune_backbone" in result.stderr
+
+
+def test_cache_features_trains_the_hash_layer_on_frozen_features(data_dir, tmp_path):
+    import keras
+
+    import keras_hash
+
+    out = tmp_path / "cached"
+    flags = [
+        "--backbone=whitened_cnn",
+        "--pretrain_epochs=1",
+        "--precision=float32",
+        "--batch_size=12",
+        "--nofinetune_backbone",
+        "--cache_features",
+        "--epochs=4",
+        "--noexport",
+    ]
+    result = run_script(
+        "--quick", f"--data_dir={data_dir}", f"--output_dir={out}", *SMALL, *flags
+    )
+    check_ok(result)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["cache_features"] is True
+    # 4 epochs of 36 training features in batches of 12.
+    assert metrics["hash_iterations"] == metrics["steps"] == 12
+    assert metrics["beta"] == 1.0  # HashNet's beta first grows at step 200
+    assert 0 < metrics["pretrain_seconds"] < metrics["train_seconds"]
+    model = keras.saving.load_model(out / "model.keras")
+    assert isinstance(model, keras_hash.HashNet) and not model.backbone.trainable
+    assert int(model.optimizer.iterations) == 12
+    # Only the hash layer trained: its kernel and bias, the BatchNorm's scale
+    # and offset.
+    assert len(model.trainable_weights) == 4
+    assert not (out / "backup").exists() and not (out / "pretrain").exists()
 
 
 def test_whitened_cnn_run_pretrains_with_airbench_recipe_and_exports(
