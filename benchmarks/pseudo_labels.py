@@ -137,16 +137,7 @@ def main(argv):
         student = classifier(x, total)
     else:
         student = teacher
-        schedule = pretraining.TriangularLearningRate(
-            pretraining.AIRBENCH_LEARNING_RATE, total
-        )
-        student.compile(
-            optimizer=pretraining.LookaheadSGD(
-                schedule, total_steps=total, momentum=0.85, nesterov=True
-            ),
-            loss=pretraining.SmoothedSparseCrossentropy(10, label_smoothing=0.2),
-            metrics=["accuracy"],
-        )
+        pretraining.compile_airbench(student, 10, total, BATCH_SIZE)
     seconds = train(student, both_x, both_y, FLAGS.student_epochs, seed=FLAGS.seed + 2)
     print(
         f"student ({FLAGS.student}): {FLAGS.student_epochs} epochs on {len(both_x)} "

@@ -272,6 +272,24 @@ def airbench_classifier(
     l2 = keras.regularizers.L2(AIRBENCH_L2)
     for variable in classifier.trainable_variables:
         variable.regularizer = l2
+    compile_airbench(classifier, num_classes, total_steps, batch_size)
+    return classifier
+
+
+def compile_airbench(
+    classifier: keras.Model, num_classes: int, total_steps: int, batch_size: int = 1024
+) -> None:
+    """(Re)compiles ``classifier`` with airbench94's optimizer and loss.
+
+    A new :class:`LookaheadSGD` on a new :class:`TriangularLearningRate`
+    over ``total_steps`` (state and step count start afresh) and the label-
+    smoothed loss of :func:`airbench_classifier`; weights and penalties are
+    left as they are. Use it to train a classifier again on other data.
+
+    ```python
+    compile_airbench(classifier, num_classes=10, total_steps=4 * 34)
+    ```
+    """
     schedule = TriangularLearningRate(
         AIRBENCH_LEARNING_RATE * batch_size / 1024, total_steps
     )
@@ -283,7 +301,6 @@ def airbench_classifier(
         loss=SmoothedSparseCrossentropy(num_classes, label_smoothing=0.2),
         metrics=["accuracy"],
     )
-    return classifier
 
 
 def drop_regularizers(model: keras.Model) -> None:

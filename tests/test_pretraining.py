@@ -57,6 +57,22 @@ def test_airbench_classifier_penalizes_every_variable_until_dropped():
     assert not classifier.losses
 
 
+def test_compile_airbench_restarts_the_schedule_and_keeps_weights():
+    images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3))
+    backbone = backbones.whitened_cnn(images, widths=(4, 8, 8))
+    classifier = pretraining.airbench_classifier(backbone, 3, total_steps=10)
+    classifier.fit(images, np.arange(8) % 3, batch_size=4, epochs=1, verbose=0)
+    before = [w.numpy() for w in classifier.weights]
+    pretraining.compile_airbench(classifier, 3, total_steps=40, batch_size=512)
+    assert int(classifier.optimizer.iterations) == 0
+    assert classifier.optimizer.total_steps == 40
+    # 0.2 of the peak, 1.5 per 1,024 images scaled to 512.
+    assert float(classifier.optimizer.learning_rate) == pytest.approx(0.2 * 0.75)
+    for old, new in zip(before, classifier.weights, strict=True):
+        np.testing.assert_array_equal(old, new.numpy())
+    assert classifier.losses  # the penalties stay
+
+
 def test_airbench_classifier_learns_a_separable_task():
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 2, 256)
