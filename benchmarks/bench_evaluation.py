@@ -26,7 +26,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from keras_hash import evaluation  # noqa: E402
+from keras_hash import metrics as evaluation  # noqa: E402
 
 
 def clustered_codes(rng, n, bits, centers, flip):

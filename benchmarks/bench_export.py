@@ -32,7 +32,8 @@ from absl import app, flags, logging  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import keras_hash  # noqa: E402
-from keras_hash import evaluation, export  # noqa: E402
+from keras_hash import export  # noqa: E402
+from keras_hash import metrics as evaluation  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("images", 8192, "Images per throughput run (digits tiled).")

@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 from interleaved import median_step_seconds  # noqa: E402
 
 import keras_hash  # noqa: E402
-from keras_hash import backbones, precision  # noqa: E402
+from keras_hash import backbones  # noqa: E402
+from keras_hash.recipes import precision  # noqa: E402
 
 
 def build(policy, width, bits):

@@ -47,15 +47,11 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import keras_hash  # noqa: E402
-from keras_hash import (  # noqa: E402
-    backbones,
-    datasets,
-    evaluation,
-    precision,
-    pretraining,
-)
+from keras_hash import backbones, datasets  # noqa: E402
+from keras_hash import metrics as evaluation  # noqa: E402
 from keras_hash.callbacks import StepBackup  # noqa: E402
 from keras_hash.files import write_atomic  # noqa: E402
+from keras_hash.recipes import airbench, cifar, precision  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("method", "hashnet", ["hashnet", "dhn"], "Hashing method.")
@@ -63,7 +59,7 @@ flags.DEFINE_integer("bits", 48, "Code length K (a multiple of 8).")
 flags.DEFINE_enum(
     "protocol",
     "dhn",
-    list(datasets.PROTOCOLS),
+    list(cifar.PROTOCOLS),
     "Split protocol: dhn (1k query / 5k train / 54k database), cifar10-1 "
     "(train inside a 59k database), cifar10-2 (10k test query / 50k train = "
     "database).",
@@ -107,7 +103,7 @@ flags.DEFINE_enum(
     "precision",
     "auto",
     ["auto", *precision.POLICIES],
-    "Dtype policy of training. auto: keras_hash.precision.recommended_policy() "
+    "Dtype policy of training. auto: precision.recommended_policy() "
     "(mixed_bfloat16 on CPUs with AMX and GPUs of compute capability 8.0+, "
     "mixed_float16 on 7.x GPUs, float32 elsewhere: without AMX, bfloat16 "
     "trained at 0.71x the float32 speed). The saved and exported model is "
@@ -325,7 +321,7 @@ def check_low_res_flags() -> None:
             f"--pretrain_low_res_epochs={low_res_epochs} must be between 0 and "
             f"--pretrain_epochs={FLAGS.pretrain_epochs}"
         )
-    least = backbones.WHITENED_CNN_MIN_SIDE
+    least = airbench.WHITENED_CNN_MIN_SIDE
     whitened = low_res_epochs and FLAGS.backbone == "whitened_cnn"
     if whitened and FLAGS.low_res_size < least:
         raise SystemExit(
@@ -335,9 +331,9 @@ def check_low_res_flags() -> None:
 
 def load_split(seed: int):
     """Loads CIFAR-10 and splits it; returns ``(images, labels, split)``."""
-    train, test = datasets.load_cifar10(FLAGS.data_dir)
-    images, labels = datasets.pool(train, test)
-    split = datasets.split_indices(
+    train, test = cifar.load_cifar10(FLAGS.data_dir)
+    images, labels = cifar.pool(train, test)
+    split = cifar.split_indices(
         train[1],
         test[1],
         FLAGS.protocol,
@@ -357,7 +353,7 @@ def build_backbone(image_shape, train_images):
     if FLAGS.backbone == "cifar_resnet":
         return backbones.cifar_resnet(FLAGS.width, input_shape=image_shape)
     if FLAGS.backbone == "whitened_cnn":
-        return backbones.whitened_cnn(train_images[:5000], input_shape=image_shape)
+        return airbench.whitened_cnn(train_images[:5000], input_shape=image_shape)
     return backbones.application(
         FLAGS.backbone, input_shape=image_shape, weights=FLAGS.weights
     )
@@ -404,11 +400,11 @@ def pretrain_backbone(image_shape, train_images, train_labels):
     num_classes = int(np.max(train_labels)) + 1
     augmentation = {}
     if FLAGS.backbone == "whitened_cnn":
-        batch_size = min(pretraining.AIRBENCH_BATCH_SIZE, len(train_images))
-        padding = crop_padding(pretraining.AIRBENCH_CROP_PADDING)
-        augmentation = pretraining.AIRBENCH_AUGMENTATION
+        batch_size = min(airbench.AIRBENCH_BATCH_SIZE, len(train_images))
+        padding = crop_padding(airbench.AIRBENCH_CROP_PADDING)
+        augmentation = airbench.AIRBENCH_AUGMENTATION
         spe = datasets.steps_per_epoch(len(train_images), batch_size)
-        classifier = pretraining.airbench_classifier(
+        classifier = airbench.airbench_classifier(
             backbone, num_classes, FLAGS.pretrain_epochs * spe, batch_size
         )
     else:
@@ -437,7 +433,7 @@ def pretrain_backbone(image_shape, train_images, train_labels):
         low_res_steps=low_res_epochs * spe,
         **augmentation,
     )
-    pretraining.drop_regularizers(classifier)  # airbench's L2 is not for hashing
+    airbench.drop_regularizers(classifier)  # airbench's L2 is not for hashing
     fixed_size.set_weights(backbone.get_weights())
     write_atomic(done, fixed_size.save_weights)
     return fixed_size, training["train_seconds"]
@@ -648,7 +644,7 @@ def map_top_k(database_size: int):
     """The mAP cut-off: --map_top_k, else the protocol's; None ranks all."""
     top_k = FLAGS.map_top_k
     if top_k is None:
-        top_k = datasets.MAP_TOP_K[FLAGS.protocol]
+        top_k = cifar.MAP_TOP_K[FLAGS.protocol]
     if not top_k or top_k >= database_size:
         return None
     return top_k

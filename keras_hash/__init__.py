@@ -3,19 +3,31 @@
 HashNet and DHN models, losses and a continuation hash layer that train with
 ``model.fit``; packed binary codes; a Hamming index and retrieval metrics;
 SavedModel and TFLite export whose output is packed codes.
+
+Namespaces: :mod:`keras_hash.codes` (bit order, packing, the Hamming
+kernel), :mod:`~keras_hash.labels`, :mod:`~keras_hash.layers`,
+:mod:`~keras_hash.schedules`, :mod:`~keras_hash.losses`,
+:mod:`~keras_hash.models`, :mod:`~keras_hash.index`,
+:mod:`~keras_hash.metrics`, :mod:`~keras_hash.export`,
+:mod:`~keras_hash.callbacks`, :mod:`~keras_hash.datasets`,
+:mod:`~keras_hash.backbones`, :mod:`~keras_hash.training`. Research recipes
+(CIFAR-10 protocols, airbench) are in :mod:`keras_hash.recipes`, which this
+package does not import.
 """
 
 from keras_hash import (
     backbones,
     callbacks,
+    codes,
     datasets,
-    evaluation,
     export,
+    index,
+    labels,
+    layers,
     losses,
-    precision,
-    pretraining,
+    metrics,
+    models,
     schedules,
-    similarity,
 )
 from keras_hash.codes import hamming_distance, pack_codes, unpack_codes
 from keras_hash.index import HammingIndex, RangeResult
@@ -40,15 +52,17 @@ __all__ = [
     "RangeResult",
     "backbones",
     "callbacks",
+    "codes",
     "datasets",
-    "evaluation",
     "export",
     "hamming_distance",
+    "index",
+    "labels",
+    "layers",
     "losses",
+    "metrics",
+    "models",
     "pack_codes",
-    "precision",
-    "pretraining",
     "schedules",
-    "similarity",
     "unpack_codes",
 ]

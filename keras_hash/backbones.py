@@ -8,7 +8,6 @@ exported SavedModel / TFLite graphs fed with ``uint8`` pixels.
 from __future__ import annotations
 
 import keras
-import numpy as np
 
 # Channel statistics of the CIFAR-10 training set (0-255 scale).
 CIFAR10_MEAN = (125.3, 123.0, 113.9)
@@ -97,199 +96,6 @@ def cifar_resnet(
     return keras.Model(inputs, x, name=name)
 
 
-@keras.saving.register_keras_serializable(package="keras_hash")
-class ScaledBias(keras.layers.Layer):
-    """Adds a learned per-channel bias ``scale * b``.
-
-    The variable ``b`` is stored divided by ``scale``, so a gradient step
-    moves the bias ``scale**2`` times as far as a plain bias would: a
-    per-layer learning-rate multiplier that needs no special optimizer (the
-    64x BatchNorm-bias learning rate of fast CIFAR-10 training is
-    ``scale=8``).
-
-    ```python
-    x = keras.layers.BatchNormalization(center=False, scale=False)(x)
-    x = keras_hash.backbones.ScaledBias(scale=8.0)(x)
-    ```
-    """
-
-    def __init__(self, scale: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.scale = float(scale)
-
-    def build(self, input_shape):
-        self.bias = self.add_weight(
-            shape=(input_shape[-1],), initializer="zeros", name="bias"
-        )
-
-    def call(self, inputs):
-        return inputs + keras.ops.cast(self.scale * self.bias, inputs.dtype)
-
-    def get_config(self):
-        return {**super().get_config(), "scale": self.scale}
-
-
-def patch_whitening_kernel(images, mean=CIFAR10_MEAN, std=CIFAR10_STD, eps=5e-4):
-    """A ``[2, 2, C, 8C]`` kernel that whitens the 2x2 patches of ``images``.
-
-    The normalized images' 2x2 patches (``4C`` values each) have covariance
-    ``V diag(lambda) V^T``; the kernel holds the eigenvectors scaled by
-    ``1 / sqrt(lambda + eps)`` and their negatives, so a valid 2x2
-    convolution with it outputs decorrelated, unit-variance channels (and,
-    after a ReLU-like activation, both signs of each).
-
-    ```python
-    kernel = keras_hash.backbones.patch_whitening_kernel(train_images[:5000])
-    kernel.shape  # (2, 2, 3, 24)
-    ```
-
-    Args:
-        images: raw images ``[N, H, W, C]`` (0-255), e.g. 5,000 training images.
-        mean: per-channel mean of the raw pixels.
-        std: per-channel standard deviation of the raw pixels.
-        eps: added to the eigenvalues before the inverse square root.
-    """
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1] < 2 or images.shape[2] < 2:
-        raise ValueError(
-            f"images must be [N, H, W, C] with H, W >= 2, got shape {images.shape}"
-        )
-    channels = images.shape[-1]
-    if len(mean) != channels or len(std) != channels:
-        raise ValueError(
-            f"mean and std need one value per channel ({channels}), got "
-            f"{len(mean)} and {len(std)}"
-        )
-    x = (images.astype(np.float64) - np.asarray(mean)) / np.asarray(std)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("images contain NaN or infinite values")
-    patches = np.stack(
-        [
-            x[:, i : x.shape[1] - 1 + i, j : x.shape[2] - 1 + j]
-            for i in (0, 1)
-            for j in (0, 1)
-        ],
-        axis=-2,
-    ).reshape(-1, 4 * channels)
-    covariance = patches.T @ patches / len(patches)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    scaled = eigenvectors / np.sqrt(np.maximum(eigenvalues, 0.0) + eps)
-    kernel = scaled.T.reshape(4 * channels, 2, 2, channels).transpose(1, 2, 3, 0)
-    return np.concatenate([kernel, -kernel], axis=-1).astype(np.float32)
-
-
-def _identity_start(conv):
-    """Sets the first ``min(C_in, C_out)`` filters of a 3x3 convolution to
-    the identity."""
-    kernel = conv.get_weights()[0]
-    size = min(kernel.shape[2], kernel.shape[3])
-    kernel[:, :, :, :size] = 0.0
-    kernel[1, 1, np.arange(size), np.arange(size)] = 1.0
-    conv.set_weights([kernel])
-
-
-def torch_default_initializer():
-    """PyTorch's default kernel initialization: uniform(+-1 / sqrt(fan_in))."""
-    return keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")
-
-
-def _conv_group(x, filters, name):
-    for index in (1, 2):
-        x = keras.layers.Conv2D(
-            filters,
-            3,
-            padding="same",
-            use_bias=False,
-            kernel_initializer=torch_default_initializer(),
-            name=f"{name}_conv{index}",
-        )(x)
-        if index == 1:
-            x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
-        x = keras.layers.BatchNormalization(
-            momentum=0.6,
-            epsilon=1e-12,
-            center=False,
-            scale=False,
-            name=f"{name}_bn{index}",
-        )(x)
-        x = ScaledBias(8.0, name=f"{name}_bias{index}")(x)
-        x = keras.layers.Activation("gelu", name=f"{name}_gelu{index}")(x)
-    return x
-
-
-# Smallest image side whitened_cnn accepts (one owner for the check).
-WHITENED_CNN_MIN_SIDE = 24
-
-
-def whitened_cnn(
-    whitening_images,
-    widths: tuple = (64, 256, 256),
-    input_shape: tuple = (32, 32, 3),
-    mean=CIFAR10_MEAN,
-    std=CIFAR10_STD,
-    name: str = "whitened_cnn",
-) -> keras.Model:
-    """A fast-converging CNN for 32x32 images with a frozen whitening layer.
-
-    The layout of Keller Jordan's airbench (94% CIFAR-10 accuracy in under
-    10 epochs): a frozen 2x2 convolution that whitens image patches
-    (:func:`patch_whitening_kernel` of ``whitening_images``) with a learned
-    bias and a GELU, then three groups of conv-pool-BN-GELU-conv-BN-GELU with
-    ``widths`` filters, and global max-pooling to ``widths[-1]``
-    features. BatchNorm has no scale and a bias learning 64x faster
-    (:class:`ScaledBias`); each 3x3 convolution starts as the identity on
-    its first ``C_in`` filters (all of them when it narrows). About 0.12
-    GFLOP (multiply-adds) per image.
-
-    ```python
-    backbone = keras_hash.backbones.whitened_cnn(train_images[:5000])
-    backbone.output_shape  # (None, 256)
-    ```
-
-    Args:
-        whitening_images: raw training images ``[N, H, W, C]`` for the
-            whitening layer (5,000 are plenty).
-        widths: filters of the three groups.
-        input_shape: image shape ``(H, W, C)``; ``H`` and ``W`` at least 24,
-            or ``None`` for any size.
-        mean: per-channel mean of the raw pixels.
-        std: per-channel standard deviation of the raw pixels.
-        name: model name.
-
-    Returns:
-        A functional ``keras.Model`` from images to ``[N, widths[-1]]``.
-    """
-    if len(widths) != 3 or min(int(w) for w in widths) < 1:
-        raise ValueError(f"widths must be three positive ints, got {widths}")
-    least = WHITENED_CNN_MIN_SIDE
-    if any(side is not None and side < least for side in input_shape[:2]):
-        raise ValueError(
-            f"whitened_cnn needs images of at least {least}x{least}, got {input_shape}"
-        )
-    kernel = patch_whitening_kernel(whitening_images, mean, std)
-    if kernel.shape[2] != input_shape[-1]:
-        raise ValueError(
-            f"whitening_images have {kernel.shape[2]} channels, input_shape "
-            f"{input_shape} has {input_shape[-1]}"
-        )
-    inputs = keras.Input(input_shape, name="images")
-    x = normalization(mean, std)(inputs)
-    whiten = keras.layers.Conv2D(
-        kernel.shape[-1], 2, use_bias=False, trainable=False, name="whiten"
-    )
-    x = ScaledBias(1.0, name="whiten_bias")(whiten(x))
-    x = keras.layers.Activation("gelu", name="whiten_gelu")(x)
-    for index, filters in enumerate(widths, start=1):
-        x = _conv_group(x, int(filters), f"group{index}")
-    x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
-    model = keras.Model(inputs, x, name=name)
-    whiten.set_weights([kernel])
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D) and layer is not whiten:
-            _identity_start(layer)
-    return model
-
-
 def application(
     name: str,
     input_shape: tuple = (32, 32, 3),
@@ -320,7 +126,7 @@ def application(
     if constructor is None or not callable(constructor):
         raise ValueError(
             f"Unknown backbone {name!r}: not a keras.applications constructor "
-            "(e.g. 'ResNet50', 'MobileNetV2') nor 'cifar_resnet'"
+            f"(e.g. 'ResNet50', 'MobileNetV2') nor a registered backbone {names()}"
         )
     net = constructor(
         include_top=False, weights=weights, input_shape=input_shape, pooling="avg"
@@ -330,13 +136,53 @@ def application(
     return keras.Model(inputs, features, name=f"{name.lower()}_backbone")
 
 
+_REGISTRY = {}
+
+
+def register(name: str, builder) -> None:
+    """Adds a backbone builder to the registry that :func:`get` reads.
+
+    ```python
+    keras_hash.backbones.register("tiny", lambda input_shape: my_net(input_shape))
+    keras_hash.backbones.get("tiny", input_shape=(32, 32, 3))
+    ```
+
+    Args:
+        name: the name :func:`get` takes.
+        builder: a callable returning a ``keras.Model`` from keyword
+            arguments.
+    """
+    if not callable(builder):
+        raise TypeError(f"builder for {name!r} must be callable, got {builder!r}")
+    _REGISTRY[name] = builder
+
+
+def names() -> tuple:
+    """The registered backbone names (``keras.applications`` names also work)."""
+    return tuple(sorted(_REGISTRY))
+
+
 def get(name: str = "cifar_resnet", **kwargs) -> keras.Model:
-    """Builds a backbone by name: ``"cifar_resnet"`` or a ``keras.applications`` name.
+    """Builds a backbone by name: a registered one or a ``keras.applications`` name.
+
+    Registered here: ``"cifar_resnet"``; :mod:`keras_hash.recipes.airbench`
+    adds ``"whitened_cnn"`` when imported. Any other name is looked up in
+    ``keras.applications`` (:func:`application`).
+
+    ```python
+    keras_hash.backbones.get("cifar_resnet", width=16)
+    keras_hash.backbones.get("MobileNetV2", input_shape=(64, 64, 3))
+    ```
 
     Args:
         name: the backbone.
-        **kwargs: passed to :func:`cifar_resnet` or :func:`application`.
+        **kwargs: passed to the builder (or to :func:`application`).
     """
-    if name == "cifar_resnet":
-        return cifar_resnet(**kwargs)
+    if not isinstance(name, str):
+        raise TypeError(f"backbone name must be a str, got {name!r}")
+    if name in _REGISTRY:
+        return _REGISTRY[name](**kwargs)
     return application(name, **kwargs)
+
+
+register("cifar_resnet", cifar_resnet)

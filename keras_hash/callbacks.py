@@ -104,7 +104,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     """Computes retrieval mAP on held-out data every few epochs; logs ``val_map``.
 
     Query and database images are encoded with ``model.encode`` and ranked
-    by Hamming distance (:func:`keras_hash.evaluation.mean_average_precision`,
+    by Hamming distance (:func:`keras_hash.metrics.mean_average_precision`,
     ties by database index). The value goes into the epoch logs, so
     ``History``, ``ModelCheckpoint(monitor="val_map", mode="max")`` and
     progress bars see it. Keep the sets small (a few hundred queries, a few
@@ -155,7 +155,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
 
     def evaluate(self) -> float:
         """Encodes both sets with the current weights and returns mAP."""
-        from keras_hash.evaluation import mean_average_precision
+        from keras_hash.metrics import mean_average_precision
 
         return mean_average_precision(
             query_codes=self.model.encode(self.query[0], self.batch_size),

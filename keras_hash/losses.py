@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_hash.similarity import check_labels, pairwise_similarity
+from keras_hash.labels import check_labels, pairwise_similarity
 
 
 def _identity(value):

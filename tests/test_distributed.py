@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import keras_hash
+from keras_hash.recipes import airbench
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_lookahead_sgd_trains_like_one_device(strategy):
         keras.utils.set_random_seed(8)
         net = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1)])
         net.compile(
-            optimizer=keras_hash.pretraining.LookaheadSGD(
+            optimizer=airbench.LookaheadSGD(
                 0.05, total_steps=7, period=3, momentum=0.85, nesterov=True
             ),
             loss="mse",

@@ -1,4 +1,4 @@
-"""Which Keras dtype policy trains fastest on this machine.
+"""Which Keras dtype policy trains fastest on this machine (a recipe helper).
 
 Mixed precision is not always a speed-up. On a 2-core CPU with AVX512-BF16
 but no AMX, a ``cifar_resnet`` training step under ``mixed_bfloat16`` runs
@@ -39,7 +39,7 @@ def recommended_policy(gpu_compute_capabilities=None, flags=None) -> str:
 
     ```python
     keras.mixed_precision.set_global_policy(
-        keras_hash.precision.recommended_policy()
+        keras_hash.recipes.precision.recommended_policy()
     )
     ```
 

@@ -6,7 +6,7 @@ CIFAR-10) or multi-hot rows ``[B, C]`` (multi-label data such as NUS-WIDE).
 
 ```python
 labels = np.array([0, 1, 0])
-keras_hash.similarity.pairwise_similarity(labels)
+keras_hash.labels.pairwise_similarity(labels)
 # [[1, 0, 1],
 #  [0, 1, 0],
 #  [1, 0, 1]]

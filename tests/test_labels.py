@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_hash.similarity import pairwise_similarity
+from keras_hash.labels import pairwise_similarity
 
 
 def reference_similarity(a, b):

@@ -33,10 +33,11 @@ from absl import app, flags  # noqa: E402
 
 import keras_hash  # noqa: E402
 from keras_hash import datasets  # noqa: E402
+from keras_hash.recipes import cifar  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A .keras file written by train_cifar.py.")
-flags.DEFINE_enum("protocol", "dhn", list(datasets.PROTOCOLS), "Split protocol.")
+flags.DEFINE_enum("protocol", "dhn", list(cifar.PROTOCOLS), "Split protocol.")
 flags.DEFINE_string("data_dir", None, "Image-folder copy of CIFAR-10.")
 flags.DEFINE_integer("seed", 0, "Seed of the split (the training run's).")
 flags.DEFINE_integer("probe_epochs", 30, "Epochs of the linear probe (Adam).")
@@ -121,8 +122,8 @@ def compare_rankings(represent, images, labels, split, train_rep, query_rep):
     """Prints the codes' mAP and real-valued rankings' mAP (see --ranking)."""
     database_rep = representations(represent, images[split.database])
     query_y, database_y = labels[split.query], labels[split.database]
-    top_k = datasets.MAP_TOP_K[FLAGS.protocol]
-    codes = keras_hash.evaluation.mean_average_precision(
+    top_k = cifar.MAP_TOP_K[FLAGS.protocol]
+    codes = keras_hash.metrics.mean_average_precision(
         query_codes=keras_hash.pack_codes(query_rep["logits"]),
         query_labels=query_y,
         database_codes=keras_hash.pack_codes(database_rep["logits"]),
@@ -156,9 +157,9 @@ def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
     model = keras.saving.load_model(FLAGS.model, compile=False)
-    train, test = datasets.load_cifar10(FLAGS.data_dir)
-    images, labels = datasets.pool(train, test)
-    split = datasets.split_indices(train[1], test[1], FLAGS.protocol, seed=FLAGS.seed)
+    train, test = cifar.load_cifar10(FLAGS.data_dir)
+    images, labels = cifar.pool(train, test)
+    split = cifar.split_indices(train[1], test[1], FLAGS.protocol, seed=FLAGS.seed)
     represent = representer(model)
     train_rep = representations(represent, images[split.train])
     query_rep = representations(represent, images[split.query])

@@ -26,11 +26,13 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import keras_hash  # noqa: E402
-from keras_hash import datasets, evaluation  # noqa: E402
+from keras_hash import datasets  # noqa: E402
+from keras_hash import metrics as evaluation  # noqa: E402
+from keras_hash.recipes import cifar  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A .keras file written by train_cifar.py.")
-flags.DEFINE_enum("protocol", "cifar10-2", list(datasets.PROTOCOLS), "Split protocol.")
+flags.DEFINE_enum("protocol", "cifar10-2", list(cifar.PROTOCOLS), "Split protocol.")
 flags.DEFINE_string("data_dir", None, "Image-folder copy of CIFAR-10.")
 flags.DEFINE_integer("seed", 0, "Seed of the split (the training run's).")
 flags.DEFINE_list("epochs", ["1", "3", "10"], "Epochs of each re-fit.")
@@ -68,9 +70,9 @@ def fresh_copy(model, steps):
 def main(argv):
     del argv
     model = keras.saving.load_model(FLAGS.model, compile=False)
-    train, test = datasets.load_cifar10(FLAGS.data_dir)
-    images, labels = datasets.pool(train, test)
-    split = datasets.split_indices(train[1], test[1], FLAGS.protocol, seed=FLAGS.seed)
+    train, test = cifar.load_cifar10(FLAGS.data_dir)
+    images, labels = cifar.pool(train, test)
+    split = cifar.split_indices(train[1], test[1], FLAGS.protocol, seed=FLAGS.seed)
     if FLAGS.cache and os.path.exists(FLAGS.cache):
         with np.load(FLAGS.cache) as cached:
             features = dict(cached)
@@ -87,7 +89,7 @@ def main(argv):
         "query_labels": labels[split.query],
         "database_labels": labels[split.database],
     }
-    top_k = datasets.MAP_TOP_K[FLAGS.protocol]
+    top_k = cifar.MAP_TOP_K[FLAGS.protocol]
 
     def report(name, hash_layer):
         for part in ("query", "database"):

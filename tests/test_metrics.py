@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from keras_hash import evaluation
+from keras_hash import metrics as evaluation
 
 pytestmark = pytest.mark.numpy_only  # no Keras session to reset
 

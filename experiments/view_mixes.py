@@ -25,11 +25,13 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import keras_hash  # noqa: E402
-from keras_hash import datasets, evaluation  # noqa: E402
+from keras_hash import datasets  # noqa: E402
+from keras_hash import metrics as evaluation  # noqa: E402
+from keras_hash.recipes import cifar  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A .keras file written by train_cifar.py.")
-flags.DEFINE_enum("protocol", "cifar10-2", list(datasets.PROTOCOLS), "Split protocol.")
+flags.DEFINE_enum("protocol", "cifar10-2", list(cifar.PROTOCOLS), "Split protocol.")
 flags.DEFINE_string("data_dir", None, "Image-folder copy of CIFAR-10.")
 flags.DEFINE_integer("seed", 0, "Seed of the split (the training run's).")
 flags.DEFINE_string("cache", None, "An .npz for the views' features (reused).")
@@ -74,9 +76,9 @@ def encode_views(views, images):
 def main(argv):
     del argv
     model = keras.saving.load_model(FLAGS.model, compile=False)
-    train, test = datasets.load_cifar10(FLAGS.data_dir)
-    images, labels = datasets.pool(train, test)
-    split = datasets.split_indices(train[1], test[1], FLAGS.protocol, seed=FLAGS.seed)
+    train, test = cifar.load_cifar10(FLAGS.data_dir)
+    images, labels = cifar.pool(train, test)
+    split = cifar.split_indices(train[1], test[1], FLAGS.protocol, seed=FLAGS.seed)
     views = view_features(model.backbone)
     if FLAGS.cache and os.path.exists(FLAGS.cache):
         with np.load(FLAGS.cache) as cached:
@@ -98,7 +100,7 @@ def main(argv):
         "query_labels": labels[split.query],
         "database_labels": labels[split.database],
     }
-    top_k = datasets.MAP_TOP_K[FLAGS.protocol]
+    top_k = cifar.MAP_TOP_K[FLAGS.protocol]
     for mix in MIXES:
         problem["query_codes"] = codes("query", mix)
         problem["database_codes"] = codes("database", mix)

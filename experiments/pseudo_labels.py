@@ -28,7 +28,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from keras_hash import backbones, datasets, pretraining  # noqa: E402
+from keras_hash import datasets  # noqa: E402
+from keras_hash.recipes import airbench, cifar  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
@@ -44,16 +45,16 @@ flags.DEFINE_integer("per_class", 3000, "Pseudo-labels kept per predicted class.
 flags.DEFINE_integer("student_epochs", 4, "Epochs on labelled + pseudo-labelled.")
 flags.DEFINE_enum("student", "finetune", ["finetune", "fresh"], "Student network.")
 
-BATCH_SIZE = pretraining.AIRBENCH_BATCH_SIZE
+BATCH_SIZE = airbench.AIRBENCH_BATCH_SIZE
 AUGMENTATION = {
-    "padding": pretraining.AIRBENCH_CROP_PADDING,
-    **pretraining.AIRBENCH_AUGMENTATION,
+    "padding": airbench.AIRBENCH_CROP_PADDING,
+    **airbench.AIRBENCH_AUGMENTATION,
 }
 
 
 def classifier(whitening_images, total_steps):
-    backbone = backbones.whitened_cnn(whitening_images[:5000])
-    return pretraining.airbench_classifier(backbone, 10, total_steps, BATCH_SIZE)
+    backbone = airbench.whitened_cnn(whitening_images[:5000])
+    return airbench.airbench_classifier(backbone, 10, total_steps, BATCH_SIZE)
 
 
 def train(model, images, labels, epochs, seed):
@@ -104,9 +105,9 @@ def accuracy(model, images, labels):
 def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
-    train_split, test_split = datasets.load_cifar10(FLAGS.data_dir)
-    images, labels = datasets.pool(train_split, test_split)
-    split = datasets.split_indices(
+    train_split, test_split = cifar.load_cifar10(FLAGS.data_dir)
+    images, labels = cifar.pool(train_split, test_split)
+    split = cifar.split_indices(
         train_split[1], test_split[1], FLAGS.protocol, seed=FLAGS.seed
     )
     x, y = images[split.train], labels[split.train]
@@ -137,7 +138,7 @@ def main(argv):
         student = classifier(x, total)
     else:
         student = teacher
-        pretraining.compile_airbench(student, 10, total, BATCH_SIZE)
+        airbench.compile_airbench(student, 10, total, BATCH_SIZE)
     seconds = train(student, both_x, both_y, FLAGS.student_epochs, seed=FLAGS.seed + 2)
     print(
         f"student ({FLAGS.student}): {FLAGS.student_epochs} epochs on {len(both_x)} "

@@ -13,7 +13,8 @@ accuracy as the queries); on ``cifar10-2`` the database is the training set
 
 import numpy as np
 
-from keras_hash import evaluation, pack_codes
+from keras_hash import metrics as evaluation
+from keras_hash import pack_codes
 
 
 def simulated_map(rng, queries, database, query_acc, database_acc, top_k, bits=48):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from keras_hash import precision
+from keras_hash.recipes import precision
 
 
 @pytest.mark.parametrize(
