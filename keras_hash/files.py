@@ -29,3 +29,13 @@ def write_atomic(path, write) -> None:
     finally:
         if os.path.exists(staging):
             os.remove(staging)
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Writes ``text`` to ``path`` atomically (see :func:`write_atomic`)."""
+
+    def write(staging):
+        with open(staging, "w") as file:
+            file.write(text)
+
+    write_atomic(path, write)

@@ -1,0 +1,176 @@
+"""Tests for keras_hash.training: resumable runs, the config guard, float32 copies."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_hash
+from keras_hash import training
+
+X = np.random.default_rng(0).normal(size=(48, 6)).astype("float32")
+Y = (np.arange(48) % 3).astype("int32")
+BATCH, EPOCHS = 8, 3
+SPE = len(X) // BATCH
+
+
+def make_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    backbone = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, "relu")])
+    model = keras_hash.HashNet(backbone, bits=8)
+    model.build((None, 6))
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    return model
+
+
+def stream(start_step):
+    """Batches of a fixed order, from global step ``start_step`` on."""
+    order = np.concatenate(
+        [np.random.default_rng(e).permutation(len(X)) for e in range(EPOCHS)]
+    )[start_step * BATCH :]
+    return tf.data.Dataset.from_tensor_slices((X[order], Y[order])).batch(BATCH)
+
+
+class KillAt(keras.callbacks.Callback):
+    """Raises at a given global step, as a killed process would stop."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) == self.step:
+            raise KeyboardInterrupt
+
+
+def test_killed_fit_resumes_to_the_uninterrupted_weights(tmp_path):
+    reference = make_model()
+    run = training.Run(tmp_path / "a", {"lr": 0.05}, save_freq=4)
+    run.start()
+    info = run.fit(reference, stream, epochs=EPOCHS, steps_per_epoch=SPE, verbose=0)
+    assert info["steps"] == EPOCHS * SPE and info["resumed_from_step"] == 0
+
+    folder = tmp_path / "b"
+    killed = make_model()
+    run = training.Run(folder, {"lr": 0.05}, save_freq=4)
+    assert run.start() is False
+    with pytest.raises(KeyboardInterrupt):
+        run.fit(
+            killed,
+            stream,
+            epochs=EPOCHS,
+            steps_per_epoch=SPE,
+            callbacks=[KillAt(10)],
+            verbose=0,
+        )
+    # A new process: a fresh model, the same folder and config.
+    resumed = make_model(seed=1)
+    run = training.Run(folder, {"lr": 0.05}, save_freq=4)
+    assert run.start() is True
+    info = run.fit(resumed, stream, epochs=EPOCHS, steps_per_epoch=SPE, verbose=0)
+    assert info["resumed_from_step"] == 8  # the last backup before step 10
+    assert int(resumed.optimizer.iterations) == EPOCHS * SPE
+    for a, b in zip(reference.weights, resumed.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_other_config_is_refused_naming_the_differences(tmp_path):
+    run = training.Run(tmp_path, {"bits": 16, "lr": 0.05})
+    run.start()
+    run.save_state("backbone.weights.h5", lambda p: open(p, "w").close())
+    other = training.Run(tmp_path, {"bits": 32, "lr": 0.05, "seed": 1})
+    with pytest.raises(training.ConfigMismatchError, match=r"bits=16 \(now 32\)") as e:
+        other.start()
+    assert "seed=None (now 1)" in str(e.value)
+    assert os.path.exists(run.state_path("backbone.weights.h5"))
+    assert training.Run(tmp_path, {"lr": 0.05, "bits": 16}).start() is True
+
+
+def test_state_without_a_config_is_refused(tmp_path):
+    os.makedirs(tmp_path / "state")
+    (tmp_path / "state" / "x").write_text("?")
+    with pytest.raises(training.ConfigMismatchError, match="no run_config.json"):
+        training.Run(tmp_path, {}).start()
+
+
+def test_a_fresh_folder_accepts_any_config(tmp_path):
+    training.Run(tmp_path, {"bits": 16}).start()
+    assert training.Run(tmp_path, {"bits": 32}).start() is False
+
+
+def test_finish_writes_metrics_with_config_then_clears_state(tmp_path):
+    run = training.Run(tmp_path, {"bits": 16})
+    run.start()
+    kept = run.save_state("phase.weights.h5", lambda p: open(p, "w").close())
+    assert os.path.exists(kept)
+    path = run.finish({"map": 0.5})
+    assert json.loads(open(path).read()) == {"config": {"bits": 16}, "map": 0.5}
+    assert not os.path.exists(tmp_path / "state")
+    assert not os.path.exists(tmp_path / "run_config.json")
+
+
+def test_state_is_kept_when_the_run_dies_before_finish(tmp_path):
+    run = training.Run(tmp_path, {"bits": 16}, save_freq=2)
+    run.start()
+    model = make_model()
+    run.fit(model, stream, epochs=1, steps_per_epoch=SPE, verbose=0)
+    # Training is over; the process dies before finish (e.g. while exporting).
+    assert os.path.exists(tmp_path / "state" / "train" / "backup.weights.h5")
+    again = make_model(seed=3)
+    info = training.Run(tmp_path, {"bits": 16}).fit(
+        again, stream, epochs=1, steps_per_epoch=SPE, verbose=0
+    )
+    assert info["resumed_from_step"] == SPE  # nothing trained twice
+    for a, b in zip(model.weights, again.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"config": [1]}, TypeError, "config must be a dict"),
+        ({"config": {"f": object()}}, TypeError, "JSON-serializable"),
+        ({"config": {}, "save_freq": 0}, ValueError, "save_freq"),
+    ],
+)
+def test_bad_run_arguments_are_named(tmp_path, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        training.Run(tmp_path, **kwargs)
+
+
+def test_bad_fit_and_state_arguments_are_named(tmp_path):
+    run = training.Run(tmp_path, {})
+    with pytest.raises(ValueError, match="epochs must be an int >= 1"):
+        run.fit(make_model(), stream, epochs=0, steps_per_epoch=1)
+    with pytest.raises(TypeError, match="callable"):
+        run.fit(make_model(), stream(0), epochs=1, steps_per_epoch=1)
+    with pytest.raises(ValueError, match="relative file name"):
+        run.state_path("../elsewhere")
+
+
+def test_float32_copy_computes_in_float32_with_the_same_weights():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = make_model()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert mixed.hash_layer.compute_dtype == "bfloat16"
+    copy = training.float32_copy(mixed)
+    assert copy is not mixed
+    assert {layer.compute_dtype for layer in copy._flatten_layers()} == {"float32"}
+    # Reference: the same architecture built in float32 from the weights.
+    reference = make_model(seed=5)
+    reference.set_weights(mixed.get_weights())
+    np.testing.assert_allclose(
+        copy.predict(X, verbose=0), reference.predict(X, verbose=0), atol=1e-6
+    )
+    assert isinstance(copy.loss, keras_hash.HashNetLoss)
+    assert isinstance(copy.optimizer, keras.optimizers.SGD)
+
+
+def test_float32_copy_of_a_float32_model_is_the_model():
+    model = make_model()
+    assert training.float32_copy(model) is model
