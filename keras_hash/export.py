@@ -140,6 +140,21 @@ def _check_version(version) -> int:
     return int(version)
 
 
+def next_version(model_dir: str | os.PathLike) -> int:
+    """The next free TF Serving version number under ``<base_dir>/<model_name>``.
+
+    One more than the largest numeric sub-folder, 1 when there is none.
+
+    ```python
+    export_saved_model(model, "/models", "hashnet", next_version("/models/hashnet"))
+    ```
+    """
+    if not os.path.isdir(model_dir):
+        return 1
+    versions = [int(name) for name in os.listdir(model_dir) if name.isdigit()]
+    return max(versions, default=0) + 1
+
+
 def export_saved_model(
     model: HashModel,
     base_dir: str | os.PathLike,

@@ -98,10 +98,8 @@ class HashNetContinuation(BetaSchedule):
 
     def get_config(self) -> dict:
         return {
-            "init": self.init,
-            "gamma": self.gamma,
-            "power": self.power,
-            "step_size": self.step_size,
+            name: getattr(self, name)
+            for name in ("init", "gamma", "power", "step_size")
         }
 
 

@@ -336,3 +336,273 @@ def test_train_dataset_without_padding_only_flips():
             assert flipped or np.array_equal(image, images[i])
             flips += flipped
     assert 0 < flips < 16
+
+
+def write_image(path, pixels):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return pixels
+
+
+def solid(value, size):
+    """An image of one colour: resizing it must give the same colour."""
+    return np.full((*size, 3), value, np.uint8)
+
+
+class TestUsersImages:
+    """Class-per-folder trees and ``path,labels`` CSVs, in memory and streamed."""
+
+    def test_folder_of_mixed_sizes_is_resized(self, tmp_path):
+        # Solid colours resize to themselves; the 4x4 random one is untouched.
+        random = np.random.default_rng(1).integers(0, 256, (4, 4, 3), np.uint8)
+        write_image(str(tmp_path / "b" / "0.png"), solid((10, 20, 30), (9, 5)))
+        write_image(str(tmp_path / "b" / "1.png"), random)
+        write_image(str(tmp_path / "a" / "0.jpg"), solid((200, 200, 200), (16, 12)))
+        folder = datasets.load_image_folder(str(tmp_path), image_size=(4, 4))
+        assert folder.images.shape == (3, 4, 4, 3)
+        assert folder.class_names == ("a", "b")
+        np.testing.assert_array_equal(folder.labels, [0, 1, 1])
+        assert np.abs(folder.images[0].astype(int) - 200).max() <= 2  # JPEG
+        np.testing.assert_array_equal(folder.images[1], solid((10, 20, 30), (4, 4)))
+        np.testing.assert_array_equal(folder.images[2], random)
+        assert folder.paths[2] == str(tmp_path / "b" / "1.png")
+        square = datasets.load_image_folder(str(tmp_path), image_size=4)
+        np.testing.assert_array_equal(square.images, folder.images)
+
+    def test_mixed_sizes_error_names_the_file_and_the_fix(self, tmp_path):
+        write_image(str(tmp_path / "a" / "0.png"), solid(1, (4, 4)))
+        write_image(str(tmp_path / "a" / "1.png"), solid(1, (4, 6)))
+        with pytest.raises(ValueError, match=r"1\.png.*image_size=\(height, width\)"):
+            datasets.load_image_folder(str(tmp_path))
+
+    def test_bad_image_size_is_named(self, tmp_path):
+        write_image(str(tmp_path / "a" / "0.png"), solid(1, (4, 4)))
+        for bad in ((4,), (0, 4), "big", (4, 4, 3)):
+            with pytest.raises(ValueError, match="image_size must be"):
+                datasets.load_image_folder(str(tmp_path), image_size=bad)
+
+    def test_unreadable_image_is_named(self, tmp_path):
+        import tensorflow as tf
+
+        write_image(str(tmp_path / "a" / "0.png"), solid(1, (4, 4)))
+        (tmp_path / "a" / "1.png").write_text("not an image")
+        with pytest.raises(ValueError, match=r"Cannot read image file .*1\.png"):
+            datasets.load_image_folder(str(tmp_path))
+        files = datasets.list_image_folder(str(tmp_path))
+        stream = datasets.image_files_dataset(files, (4, 4), batch_size=2)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"Cannot.*1\.png"):
+            list(stream)
+
+    def write_csv(self, tmp_path, text, images=None):
+        """Writes ``tmp_path/data.csv`` and the images it names (by name)."""
+        images = images or {}
+        for name, pixels in images.items():
+            write_image(str(tmp_path / name), pixels)
+        (tmp_path / "data.csv").write_text(text)
+        return str(tmp_path / "data.csv")
+
+    def images(self, tmp_path, count=3, size=(6, 6)):
+        rng = np.random.default_rng(7)
+        return {
+            f"img/{i}.png": rng.integers(0, 256, (*size, 3), np.uint8)
+            for i in range(count)
+        }
+
+    def test_multi_label_csv_with_and_without_header(self, tmp_path):
+        images = self.images(tmp_path)
+        outside = write_image(str(tmp_path / "abs" / "x.png"), solid(9, (6, 6)))
+        rows = (
+            "img/0.png,person;dog\n"
+            "\n"
+            " img/1.png , sky \n"
+            f"{tmp_path / 'abs' / 'x.png'},dog;;dog;\n"
+            '"img/2.png",person;sky\n'
+        )
+        for text in ("path,labels\n" + rows, "PATH,Label\n" + rows, rows):
+            files = datasets.read_image_csv(self.write_csv(tmp_path, text, images))
+            assert files.class_names == ("dog", "person", "sky")
+            assert files.labels.dtype == np.uint8
+            np.testing.assert_array_equal(
+                files.labels, [[1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1]]
+            )
+            assert files.paths == (
+                str(tmp_path / "img" / "0.png"),
+                str(tmp_path / "img" / "1.png"),
+                str(tmp_path / "abs" / "x.png"),
+                str(tmp_path / "img" / "2.png"),
+            )
+        data = datasets.load_image_csv(str(tmp_path / "data.csv"))
+        expected = [images["img/0.png"], images["img/1.png"], outside]
+        np.testing.assert_array_equal(data.images, [*expected, images["img/2.png"]])
+        np.testing.assert_array_equal(data.labels, files.labels)
+
+    def test_single_label_csv_gives_ids_unless_asked(self, tmp_path):
+        path = self.write_csv(
+            tmp_path,
+            "img/0.png,ship\nimg/1.png,cat\nimg/2.png,ship\n",
+            self.images(tmp_path),
+        )
+        files = datasets.read_image_csv(path)
+        assert files.class_names == ("cat", "ship")
+        assert files.labels.dtype == np.int32
+        np.testing.assert_array_equal(files.labels, [1, 0, 1])
+        hot = datasets.read_image_csv(path, multi_hot=True)
+        np.testing.assert_array_equal(hot.labels, [[0, 1], [1, 0], [0, 1]])
+        with_comma = self.write_csv(
+            tmp_path, '"img/a,b.png",cat\n', {"img/a,b.png": solid(3, (2, 2))}
+        )
+        assert datasets.read_image_csv(with_comma).paths[0].endswith("a,b.png")
+
+    def test_several_labels_with_multi_hot_false_names_the_line(self, tmp_path):
+        path = self.write_csv(
+            tmp_path, "path,labels\nimg/0.png,a\nimg/1.png,a;b\n", self.images(tmp_path)
+        )
+        with pytest.raises(ValueError, match=r"line 3: 2 labels.*multi_hot=False"):
+            datasets.read_image_csv(path, multi_hot=False)
+
+    def test_given_vocabulary_orders_columns_and_rejects_unknown(self, tmp_path):
+        images = self.images(tmp_path)
+        path = self.write_csv(tmp_path, "img/0.png,b;c\nimg/1.png,a\n", images)
+        files = datasets.read_image_csv(path, class_names=["c", "b", "a", "z"])
+        assert files.class_names == ("c", "b", "a", "z")
+        np.testing.assert_array_equal(files.labels, [[1, 1, 0, 0], [0, 0, 1, 0]])
+        path = self.write_csv(tmp_path, "img/0.png,a\nimg/1.png,a;dgo\n", images)
+        with pytest.raises(ValueError, match=r"line 2: unknown class 'dgo'"):
+            datasets.read_image_csv(path, class_names=["a", "dog"])
+        with pytest.raises(ValueError, match=r"class_names repeats \['a'\]"):
+            datasets.read_image_csv(path, class_names=["a", "dgo", "a"])
+
+    def test_missing_file_is_named_with_its_line(self, tmp_path):
+        path = self.write_csv(
+            tmp_path,
+            "path,labels\nimg/0.png,a\nimg/9.png,b\nimg/8.png,b\n",
+            self.images(tmp_path),
+        )
+        with pytest.raises(FileNotFoundError, match=r"2 image .*line 3: 'img/9.png'"):
+            datasets.read_image_csv(path)
+        unchecked = datasets.read_image_csv(path, check_files=False)
+        assert len(unchecked) == 3
+
+    def test_empty_csv_is_reported(self, tmp_path):
+        for text in ("", "\n\n", "path,labels\n"):
+            path = self.write_csv(tmp_path, text)
+            with pytest.raises(ValueError, match="lists no images"):
+                datasets.read_image_csv(path)
+        with pytest.raises(FileNotFoundError, match="No CSV file"):
+            datasets.read_image_csv(str(tmp_path / "none.csv"))
+
+    def test_bad_separators_are_named(self, tmp_path):
+        images = self.images(tmp_path)
+        cases = {
+            "img/0.png,a\nimg/1.png;a\n": r"line 2: expected 2 fields.*got 1",
+            "img/0.png\ta\n": r"line 1: expected 2 fields.*got 1",
+            "img/0.png,a,b\n": r"line 1: .*got 3.*with ';', not ','",
+            "img/0.png,a\nimg/1.png, ;\n": r"line 2: no label for 'img/1.png'",
+            "img/0.png,a\n,b\n": r"line 2: empty path",
+        }
+        for text, message in cases.items():
+            path = self.write_csv(tmp_path, text, images)
+            with pytest.raises(ValueError, match=message):
+                datasets.read_image_csv(path)
+
+    def test_stream_matches_files_in_order(self, tmp_path):
+        images = self.images(tmp_path, count=5)
+        path = self.write_csv(
+            tmp_path,
+            "".join(f"img/{i}.png,{'ab'[i % 2]};c\n" for i in range(5)),
+            images,
+        )
+        files = datasets.read_image_csv(path)
+        out = batches(datasets.image_files_dataset(files, (6, 6), batch_size=2))
+        assert [len(x) for x, _ in out] == [2, 2, 1]
+        x = np.concatenate([x for x, _ in out])
+        y = np.concatenate([y for _, y in out])
+        assert x.dtype == np.uint8 and y.dtype == np.uint8
+        np.testing.assert_array_equal(x, [images[f"img/{i}.png"] for i in range(5)])
+        np.testing.assert_array_equal(y, [[1, 0, 1], [0, 1, 1]] * 2 + [[1, 0, 1]])
+        dropped = datasets.image_files_dataset(files, 6, 2, drop_remainder=True)
+        assert [len(x) for x, _ in batches(dropped)] == [2, 2]
+
+    def test_stream_resizes_as_in_memory(self, tmp_path):
+        rng = np.random.default_rng(3)
+        write_image(str(tmp_path / "a" / "0.png"), solid((5, 6, 7), (3, 11)))
+        for name, size in (("0.png", (9, 7, 3)), ("1.png", (4, 5, 3))):
+            pixels = rng.integers(0, 256, size, np.uint8)
+            write_image(str(tmp_path / "b" / name), pixels)
+        files = datasets.list_image_folder(str(tmp_path))
+        out = batches(datasets.image_files_dataset(files, (4, 5), batch_size=8))
+        ((x, y),) = out
+        memory = datasets.load_image_files(files, image_size=(4, 5))
+        np.testing.assert_array_equal(x, memory.images)
+        np.testing.assert_array_equal(x[0], solid((5, 6, 7), (4, 5)))
+        np.testing.assert_array_equal(y, [0, 1, 1])
+        assert y.dtype == np.int32
+
+    def test_shuffled_stream_keeps_labels_with_images(self, tmp_path):
+        # Image i is solid grey i * 10 with label i % 3: labels follow pixels.
+        for i in range(12):
+            path = tmp_path / str(i % 3) / f"{i:02d}.png"
+            write_image(str(path), solid(i * 10, (2, 2)))
+        files = datasets.list_image_folder(str(tmp_path))
+        stream = datasets.image_files_dataset(
+            files, (2, 2), batch_size=4, shuffle=True, seed=5
+        )
+        epochs = [batches(stream) for _ in range(2)]
+        orders = []
+        for epoch in epochs:
+            grey = np.concatenate([x[:, 0, 0, 0] for x, _ in epoch]).astype(int)
+            labels = np.concatenate([y for _, y in epoch])
+            np.testing.assert_array_equal(np.sort(grey), np.arange(12) * 10)
+            np.testing.assert_array_equal(labels, (grey // 10) % 3)
+            orders.append(grey)
+        assert not np.array_equal(orders[0], orders[1])  # reshuffled each epoch
+        assert not np.array_equal(np.sort(orders[0]), orders[0])
+
+    def test_stream_arguments_are_checked(self, tmp_path):
+        write_image(str(tmp_path / "a" / "0.png"), solid(1, (4, 4)))
+        files = datasets.list_image_folder(str(tmp_path))
+        with pytest.raises(ValueError, match="image_size=.*needed"):
+            datasets.image_files_dataset(files, None)
+        with pytest.raises(ValueError, match="batch_size must be >= 1"):
+            datasets.image_files_dataset(files, 4, batch_size=0)
+        with pytest.raises(ValueError, match="labels must be class ids"):
+            datasets.ImageFiles(("a.png", "b.png"), [0], ("a",))
+
+    def test_hashnet_trains_on_a_multi_label_csv_stream(self, tmp_path):
+        import keras
+
+        import keras_hash
+
+        rng = np.random.default_rng(0)
+        classes = ["cat", "dog", "sky", "sea"]
+        lines, images = ["path,labels"], {}
+        for i in range(24):
+            names = sorted({classes[i % 4], classes[(i * 7) % 4]})
+            size = (16, 16) if i % 3 else (20, 12)  # some need resizing
+            images[f"img/{i}.png"] = rng.integers(0, 256, (*size, 3), np.uint8)
+            lines.append(f"img/{i}.png,{';'.join(names)}")
+        path = self.write_csv(tmp_path, "\n".join(lines) + "\n", images)
+        files = datasets.read_image_csv(path)
+        assert files.labels.shape == (24, 4) and files.labels.sum(1).max() == 2
+        train = datasets.image_files_dataset(
+            files, (16, 16), batch_size=8, shuffle=True, seed=0, drop_remainder=True
+        )
+        backbone = keras.Sequential(
+            [
+                keras.Input((16, 16, 3)),
+                keras.layers.Rescaling(1 / 255),
+                keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+                keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                keras.layers.GlobalAveragePooling2D(),
+            ]
+        )
+        model = keras_hash.HashNet(backbone, bits=8)
+        model.compile(optimizer="adam")
+        history = model.fit(train, epochs=1, shuffle=False, verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
+        assert model.optimizer.iterations.numpy() == 3
+        ordered = datasets.image_files_dataset(files, (16, 16), batch_size=5)
+        codes = model.encode(ordered)
+        assert codes.shape == (24, 1) and codes.dtype == np.uint8
+        memory = datasets.load_image_files(files, image_size=(16, 16))
+        np.testing.assert_array_equal(model.encode(memory.images), codes)

@@ -282,11 +282,8 @@ class TriangularLearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self) -> dict:
         return {
-            "peak": self.peak,
-            "total_steps": self.total_steps,
-            "start": self.start,
-            "end": self.end,
-            "rise_fraction": self.rise_fraction,
+            name: getattr(self, name)
+            for name in ("peak", "total_steps", "start", "end", "rise_fraction")
         }
 
 

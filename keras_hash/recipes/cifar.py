@@ -219,7 +219,7 @@ def load_cifar10(data_dir: str | None = None):
 
     ```python
     (x_train, y_train), (x_test, y_test) = cifar.load_cifar10(
-        "/work/shared/data/cifar10"
+        "data/cifar10"
     )
     ```
 
@@ -245,7 +245,7 @@ def _download_cifar10():
             f"Could not download CIFAR-10 ({type(error).__name__}: {error}). "
             "Point at a local copy in image-folder layout (train/<class>/*.jpg, "
             "test/<class>/*.jpg) with data_dir=... (--data_dir in "
-            "examples/train_cifar.py), e.g. --data_dir=/work/shared/data/cifar10"
+            "examples/train_cifar.py), e.g. --data_dir=data/cifar10"
         ) from error
     return (
         (x_train, y_train.reshape(-1).astype(np.int32)),

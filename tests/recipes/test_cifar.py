@@ -70,7 +70,7 @@ class TestSplitProtocols:
         assert not np.array_equal(a.train, b.train)
 
     def test_database_is_shuffled_not_class_sorted(self):
-        # Class-sorted storage biases index tie-breaking (DESIGN.md §2).
+        # Class-sorted storage biases index tie-breaking (docs/conventions.md).
         labels = np.repeat(np.arange(NUM_CLASSES), 6000)
         train, test = labels[:50000], labels[50000:]
         split = cifar.split_indices(train, test, "dhn", seed=0)
