@@ -33,6 +33,7 @@ from keras_hash.codes import hamming_distance, pack_codes, unpack_codes
 from keras_hash.index import HammingIndex, RangeResult
 from keras_hash.layers import HashLayer
 from keras_hash.losses import DHNLoss, HashNetLoss
+from keras_hash.metrics import RetrievalEvaluator
 from keras_hash.models import DHN, HashModel, HashNet
 from keras_hash.schedules import BetaSchedule, ConstantBeta, HashNetContinuation
 
@@ -50,6 +51,7 @@ __all__ = [
     "HashNetContinuation",
     "HashNetLoss",
     "RangeResult",
+    "RetrievalEvaluator",
     "backbones",
     "callbacks",
     "codes",

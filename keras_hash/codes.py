@@ -8,6 +8,14 @@ mask ``0x80 >> (i % 8)``, exactly as ``numpy.packbits(bits, axis=-1)`` lays it
 out. Bit 1 means +1, i.e. a real-valued output ``z >= 0`` (``sign(0) = +1``,
 so no code ever holds a zero "bit"). K must be a multiple of 8 to be packed.
 
+The Hamming kernel (:func:`hamming_distances`, streamed as
+:func:`hamming_blocks`) is the one distance loop of the package: the index
+and the metrics call it. Distance = ``popcount(a XOR b)`` = ``(K - <a, b>) / 2``
+for ±1 codes, computed over 64-bit words laid out as planes ``[words, N]``
+(:func:`word_planes`), tiled for cache, and kept in the narrowest dtype that
+holds ``0..K`` (:func:`distance_dtype`: uint8 below 256 bits, uint16 below
+65,536, uint32 beyond).
+
 Example:
 
 ```python
@@ -133,6 +141,90 @@ def as_words(codes: np.ndarray) -> np.ndarray:
     return codes
 
 
+def distance_dtype(bits: int) -> np.dtype:
+    """The narrowest unsigned dtype that holds Hamming distances ``0..bits``.
+
+    uint8 below 256 bits, uint16 below 65,536 bits, uint32 beyond. Every
+    kernel caller keeps distances in this dtype (so ``bits + 1``, used as
+    "beyond any distance", also fits).
+    """
+    if bits < 1 << 8:
+        return np.dtype(np.uint8)
+    if bits < 1 << 16:
+        return np.dtype(np.uint16)
+    return np.dtype(np.uint32)
+
+
+def word_planes(codes: np.ndarray) -> np.ndarray:
+    """Packed codes ``[N, B]`` as word planes ``[words, N]`` (C-contiguous).
+
+    The layout of the Hamming kernel: plane ``w`` holds word ``w`` of every
+    code, so one XOR broadcasts a query word against a run of database words.
+    """
+    return np.ascontiguousarray(as_words(codes).T)
+
+
+# Tile of the Hamming kernel: 64 queries x 4096 database words of 8 bytes
+# (2 MiB of XOR) stays in L2 cache; the fastest tile measured on 64 and
+# 256-bit codes.
+QUERY_TILE = 64
+DATABASE_TILE = 4096
+
+
+def _tile(query_planes, planes, out, xor, count) -> None:
+    """``out = popcount(query XOR database)`` summed over word planes."""
+    for w in range(planes.shape[0]):
+        np.bitwise_xor(query_planes[w, :, None], planes[w, None, :], out=xor)
+        if w == 0:
+            np.bitwise_count(xor, out=out, casting="unsafe")
+        else:
+            np.add(out, np.bitwise_count(xor, out=count), out=out, casting="unsafe")
+
+
+def hamming_blocks(query_planes, planes, dtype, block: int = DATABASE_TILE):
+    """Yields ``(start, distances [q, width])`` over blocks of the database.
+
+    The Hamming kernel, streamed: ``distances[i, j]`` is the distance from
+    query ``i`` to database item ``start + j``. Both arguments are word
+    planes (:func:`word_planes`); ``dtype`` is :func:`distance_dtype` of the
+    code length. The yielded array is a buffer reused by the next block:
+    copy it to keep it. Keep ``q`` small (:data:`QUERY_TILE`) for speed.
+    """
+    n = planes.shape[1]
+    shape = (query_planes.shape[1], min(block, n))
+    xor = np.empty(shape, planes.dtype)
+    dist = np.empty(shape, dtype)
+    count = np.empty(shape, np.uint8)
+    for j0 in range(0, n, block):
+        w = min(block, n - j0)
+        d = dist[:, :w]
+        _tile(query_planes, planes[:, j0 : j0 + w], d, xor[:, :w], count[:, :w])
+        yield j0, d
+
+
+def hamming_distances(query_planes, planes, dtype) -> np.ndarray:
+    """The Hamming kernel: distances ``[q, N]`` between word planes.
+
+    Tiled over queries and database (:data:`QUERY_TILE` x
+    :data:`DATABASE_TILE`) so that each XOR stays in cache. ``dtype`` is
+    :func:`distance_dtype` of the code length; popcounts of single words
+    (at most 64) are summed in it, so it never overflows.
+    """
+    q, n = query_planes.shape[1], planes.shape[1]
+    out = np.empty((q, n), dtype)
+    shape = (min(QUERY_TILE, q), min(DATABASE_TILE, n))
+    xor = np.empty(shape, planes.dtype)
+    count = np.empty(shape, np.uint8)
+    for i0 in range(0, q, QUERY_TILE):
+        qp = query_planes[:, i0 : i0 + QUERY_TILE]
+        h = qp.shape[1]
+        for j0 in range(0, n, DATABASE_TILE):
+            w = min(DATABASE_TILE, n - j0)
+            tile = out[i0 : i0 + h, j0 : j0 + w]
+            _tile(qp, planes[:, j0 : j0 + w], tile, xor[:h, :w], count[:h, :w])
+    return out
+
+
 def hamming_distance(a, b) -> np.ndarray:
     """Hamming distance matrix between packed codes.
 
@@ -149,11 +241,8 @@ def hamming_distance(a, b) -> np.ndarray:
         raise ValueError(
             f"code widths disagree: {a.shape[1]} bytes vs {b.shape[1]} bytes"
         )
-    wa, wb = as_words(a), as_words(b)
-    out = np.zeros((wa.shape[0], wb.shape[0]), np.int32)
-    for w in range(wa.shape[1]):
-        out += np.bitwise_count(wa[:, w, None] ^ wb[None, :, w])
-    return out
+    dtype = distance_dtype(a.shape[1] * 8)
+    return hamming_distances(word_planes(a), word_planes(b), dtype).astype(np.int32)
 
 
 def pack_codes_tensor(z):

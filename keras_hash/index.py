@@ -5,11 +5,13 @@ ascending, ties broken by id ascending, on every backend and thread count.
 
 Two backends give identical results:
 
-- ``"numpy"``, always there: XOR and ``np.bitwise_count`` over 64-bit words,
-  the database streamed in cache-sized blocks; k-NN keeps, per query, a
-  running distance threshold (the smallest distance with at least k items at
-  or below it) so that later blocks yield only the few items that can still
-  enter the top k, then one small sort by (distance, position) settles ties.
+- ``"numpy"``, always there: the Hamming kernel of :mod:`keras_hash.codes`
+  (XOR and ``np.bitwise_count`` over 64-bit words, the database streamed in
+  cache-sized blocks, distances in the narrowest dtype that holds them);
+  k-NN keeps, per query, a running distance threshold (the smallest
+  distance with at least k items at or below it) so that later blocks yield
+  only the few items that can still enter the top k, then one small sort
+  by (distance, position) settles ties.
 - ``"faiss"`` (``pip install keras-hash[faiss]``): ``faiss.IndexBinaryFlat``.
   Its exact heap scans the database in order and compares (distance, label)
   pairs, so its k-NN ties come out by label. The backend checks this once per
@@ -42,16 +44,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from keras_hash.codes import as_words, check_bits, check_packed
+from keras_hash.codes import (
+    check_bits,
+    check_packed,
+    distance_dtype,
+    hamming_blocks,
+    word_planes,
+)
 from keras_hash.files import write_atomic
 
 MAGIC = "keras_hash.HammingIndex"
 FORMAT_VERSION = 1
 
-# Queries per numpy block, and database items per block: 32 x 4096 words of
-# 8 bytes is 1 MiB, so one block of XORs stays in L2 cache.
+# Queries per numpy block (the database is streamed in the Hamming kernel's
+# blocks, keras_hash.codes.hamming_blocks).
 _QUERY_BLOCK = 32
-_DB_BLOCK = 4096
 # Database items sampled to guess the k-NN distance limit.
 _SAMPLE = 8192
 
@@ -125,6 +132,7 @@ class HammingIndex:
         self._backend_name = _resolve_backend(backend)
         self._codes = np.zeros((0, self._bits // 8), np.uint8)
         self._ids = np.zeros(0, np.int64)
+        self._added = np.zeros(0, np.int64)  # insertion rank of each code
         self._backend = _make_backend(self._backend_name, self._bits)
 
     @property
@@ -146,6 +154,18 @@ class HammingIndex:
     def ids(self) -> np.ndarray:
         """Ids of the stored codes, ascending (int64, a copy)."""
         return self._ids.copy()
+
+    @property
+    def insertion_order(self) -> np.ndarray:
+        """Insertion rank of each stored code, in id order (int64, a copy).
+
+        ``insertion_order[p] = r``: the code at position ``p`` (the ``p``-th
+        smallest id) was the ``r``-th added (0 = first), counting rows across
+        :meth:`add` calls. So ``labels[index.insertion_order]`` puts labels
+        given in insertion order into id order. With default ids the two
+        orders agree; after :meth:`load`, insertion order is id order.
+        """
+        return self._added.copy()
 
     @property
     def codes(self) -> np.ndarray:
@@ -176,19 +196,23 @@ class HammingIndex:
         if len(ids) == 0:
             return
         appended = self.ntotal == 0 or ids[0] > self._ids[-1]
+        added = np.arange(self.ntotal, self.ntotal + len(ids), dtype=np.int64)
         self._codes = np.concatenate([self._codes, codes])
         self._ids = np.concatenate([self._ids, ids])
+        self._added = np.concatenate([self._added, added])
         if appended and np.all(ids[1:] > ids[:-1]):
             self._backend.append(codes)
             return
         order = np.argsort(self._ids, kind="stable")
         self._ids, self._codes = self._ids[order], self._codes[order]
+        self._added = self._added[order]
         self._backend.reset(self._codes)
 
     def reset(self) -> None:
         """Removes every code."""
         self._codes = self._codes[:0]
         self._ids = self._ids[:0]
+        self._added = self._added[:0]
         self._backend.reset(self._codes)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -326,7 +350,7 @@ class _NumpyBackend:
 
     def __init__(self, bits: int):
         self.bits = bits
-        self.dtype = np.uint8 if bits < 255 else np.uint16
+        self.dtype = distance_dtype(bits)  # also holds bits + 1, "no limit"
         self._codes = np.zeros((0, bits // 8), np.uint8)
         self._planes = None
 
@@ -339,12 +363,12 @@ class _NumpyBackend:
 
     def planes(self) -> np.ndarray:
         if self._planes is None:
-            self._planes = np.ascontiguousarray(as_words(self._codes).T)
+            self._planes = word_planes(self._codes)
         return self._planes
 
     def knn(self, queries: np.ndarray, k: int):
         planes = self.planes()
-        qplanes = np.ascontiguousarray(as_words(queries).T)
+        qplanes = word_planes(queries)
         out_d = np.empty((len(queries), k), np.int32)
         out_p = np.empty((len(queries), k), np.int64)
         for q0 in range(0, len(queries), _QUERY_BLOCK):
@@ -365,7 +389,7 @@ class _NumpyBackend:
             limit = np.full(n_queries, self.bits + 1, self.dtype)  # keep d < limit
         found = _Candidates(n_queries, self.bits, k, self.dtype)
         budget = 2 * k * n_queries
-        for j0, dist in _blocks(qplanes, planes, self.dtype):
+        for j0, dist in hamming_blocks(qplanes, planes, self.dtype):
             found.extend(dist < limit[:, None], dist, j0)
             if found.size > budget:
                 limit = np.minimum(limit, found.prune())
@@ -390,7 +414,7 @@ class _NumpyBackend:
         if rank >= sample.shape[1]:
             return None
         dist = np.concatenate(
-            [d.copy() for _, d in _blocks(qplanes, sample, self.dtype)], 1
+            [d.copy() for _, d in hamming_blocks(qplanes, sample, self.dtype)], 1
         )
         # A stable sort of small ints is numpy's radix sort: cheaper than partition.
         guess = np.sort(dist, axis=1, kind="stable")[:, rank].astype(np.int64) + 1
@@ -398,12 +422,12 @@ class _NumpyBackend:
 
     def range(self, queries: np.ndarray, radius: int):
         planes = self.planes()
-        qplanes = np.ascontiguousarray(as_words(queries).T)
+        qplanes = word_planes(queries)
         rows, dist, pos = [], [], []
         for q0 in range(0, len(queries), _QUERY_BLOCK):
             chunk = qplanes[:, q0 : q0 + _QUERY_BLOCK]
             found = _Candidates(chunk.shape[1], self.bits, 0, self.dtype)
-            for j0, block in _blocks(chunk, planes, self.dtype):
+            for j0, block in hamming_blocks(chunk, planes, self.dtype):
                 found.extend(block <= radius, block, j0)
             r, d, p = found.sorted()
             rows.append(r + q0)
@@ -413,24 +437,6 @@ class _NumpyBackend:
         lims = np.zeros(len(queries) + 1, np.int64)
         np.cumsum(np.bincount(rows, minlength=len(queries)), out=lims[1:])
         return lims, np.concatenate(dist).astype(np.int32), np.concatenate(pos)
-
-
-def _blocks(qplanes: np.ndarray, planes: np.ndarray, dtype):
-    """Yields ``(start, distances [q, block])`` over database blocks."""
-    n_words, n = planes.shape
-    xor = np.empty((qplanes.shape[1], min(_DB_BLOCK, n)), planes.dtype)
-    dist = np.empty(xor.shape, dtype)
-    count = np.empty(xor.shape, np.uint8)
-    for j0 in range(0, n, _DB_BLOCK):
-        width = min(_DB_BLOCK, n - j0)
-        x, d, c = xor[:, :width], dist[:, :width], count[:, :width]
-        for w in range(n_words):
-            np.bitwise_xor(qplanes[w, :, None], planes[w, None, j0 : j0 + width], out=x)
-            if w == 0:
-                np.bitwise_count(x, out=d, casting="unsafe")
-            else:
-                np.add(d, np.bitwise_count(x, out=c), out=d, casting="unsafe")
-        yield j0, d
 
 
 class _Candidates:

@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_hash.labels import check_labels, pairwise_similarity
+from keras_hash.labels import check_label_tensor, pairwise_similarity
 
 
 def _identity(value):
@@ -218,7 +218,7 @@ def _check_inputs(y_true, y_pred, loss_name):
     labels = y_true
     if len(labels.shape) == 2 and labels.shape[-1] == 1:
         labels = ops.squeeze(labels, axis=-1)
-    check_labels(labels)
+    check_label_tensor(labels)
     rows, n = labels.shape[0], y_pred.shape[0]
     if rows is not None and n is not None and rows != n:
         raise ValueError(f"{loss_name}: {rows} labels for {n} codes")

@@ -1,9 +1,19 @@
 """Retrieval metrics over packed binary codes: mAP, precision within a radius.
 
+:class:`RetrievalEvaluator` computes Hamming distances once (with the kernel
+of :mod:`keras_hash.codes`) and answers every metric from them; the functions
+(:func:`mean_average_precision`, :func:`precision_at_radius`, ...) are thin
+wrappers that build one evaluator per call. The conventions are also written
+up in ``docs/conventions.md``.
+
 Conventions (research code disagrees on each; these are ours):
 
 - **Relevance**: a database item is relevant to a query when they share at
-  least one label. Labels are int class ids ``[N]`` or multi-hot ``[N, C]``.
+  least one label. Labels are int class ids ``[N]`` or multi-hot ``[N, C]``
+  holding only 0 and 1; ``±1`` labels are rejected (see
+  :mod:`keras_hash.labels`, which owns validation and relevance).
+- **Codes**: packed uint8 ``[N, bits // 8]``, bit ``i`` in byte ``i // 8``
+  under mask ``0x80 >> (i % 8)`` (``numpy.packbits`` order).
 - **Ranking**: Hamming distance ascending. Items at equal distance are tied;
   ``ties`` says how they are ordered:
 
@@ -26,7 +36,8 @@ Conventions (research code disagrees on each; these are ours):
 
 Everything runs on integer distances, chunked over queries so that memory
 stays bounded (a few bytes per query x database pair of one chunk), without
-dense float matrices.
+dense float matrices; what an evaluator keeps between metrics is listed in
+:class:`RetrievalEvaluator`.
 
 **Tie-aware AP** (``ties="expected"``). Take a tie group (the items at one
 distance): ``n`` items, ``r`` relevant, placed after ``P`` items of which
@@ -63,14 +74,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from keras_hash.codes import as_words, check_packed
+from keras_hash.codes import (
+    check_packed,
+    distance_dtype,
+    hamming_distances,
+    word_planes,
+)
 from keras_hash.index import HammingIndex
+from keras_hash.labels import Relevance, check_label_pair, check_labels
 
 _TIES = ("index", "random", "expected")
 _EMPTY = ("zero", "skip")
 # Query x database pairs per chunk: bounds memory to a few bytes per pair.
 _CHUNK_PAIRS = 1 << 22
-_DB_BLOCK = 4096
+# Largest size of each cache of a RetrievalEvaluator (histograms, ranked
+# relevance); a cache that would be larger is not kept.
+_CACHE_BYTES = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,342 @@ class PrecisionRecallCurve:
     empty_fraction: np.ndarray
 
 
+class RetrievalEvaluator:
+    """Every retrieval metric of one query set against one database.
+
+    Validates the inputs once, computes Hamming distances once and keeps what
+    later metrics reuse, so asking for mAP, precision within a radius, the
+    precision-recall curve and precision@N costs little more than mAP alone.
+    Conventions (relevance, tie rules, AP@K) are in the module docstring.
+
+    ```python
+    evaluator = keras_hash.RetrievalEvaluator(
+        query_codes=q_codes, query_labels=q_labels,
+        database_codes=db_codes, database_labels=db_labels,
+    )
+    evaluator.map(top_k=1000)
+    evaluator.precision_at_radius(2).precision
+    evaluator.precision_recall_curve()
+    evaluator.precision_at_n(100)
+
+    # or straight from an index holding the database
+    evaluator = keras_hash.RetrievalEvaluator(
+        query_codes=q_codes, query_labels=q_labels,
+        database=index, database_labels=db_labels,
+    )
+    ```
+
+    What is kept (memory stays bounded; distances are streamed over chunks
+    of queries, a few bytes per query x database pair of one chunk, and are
+    never kept whole):
+
+    - per-query histograms of all and of relevant items at each distance,
+      ``[Q, bits + 1]`` each (8 bytes an entry), when they fit in 64 MiB:
+      they answer precision within a radius, the curve, and the tie-aware
+      (``ties="expected"``) mAP and precision@N without another pass;
+    - per-query AP of the whole ranking (ties by index), ``[Q]``;
+    - the relevance of each query's first ranked items, one bit each, for as
+      many ranks as fit in 64 MiB: mAP@K and precision@N (ties by index) for
+      any K, N up to that depth come from it. It is filled by the pass of
+      ``map()`` without ``top_k`` or by an exact k-NN search (the index's own
+      when one is given).
+
+    Args:
+        query_codes: uint8 ``[Q, bits // 8]`` packed codes.
+        query_labels: int class ids ``[Q]`` or 0/1 multi-hot ``[Q, C]``.
+        database_labels: like ``query_labels``, ``[N]`` or ``[N, C]``; with
+            ``database=index``, in the order the codes were added to the
+            index.
+        database_codes: uint8 ``[N, bits // 8]`` packed codes; ties between
+            database items go by row.
+        database: a :class:`keras_hash.HammingIndex` holding the database,
+            instead of ``database_codes``; ties go by id, as in its
+            ``search``.
+    """
+
+    def __init__(
+        self,
+        *,
+        query_codes: np.ndarray,
+        query_labels: np.ndarray,
+        database_labels: np.ndarray,
+        database_codes: np.ndarray | None = None,
+        database: HammingIndex | None = None,
+    ):
+        self._index = None
+        if (database_codes is None) == (database is None):
+            raise ValueError(
+                "give the database either as database_codes or as database "
+                "(a HammingIndex), exactly one of the two"
+            )
+        if database is not None:
+            if not isinstance(database, HammingIndex):
+                raise TypeError(
+                    f"database must be a keras_hash.HammingIndex, got "
+                    f"{type(database).__name__}"
+                )
+            database_labels = check_labels(
+                database_labels, count=database.ntotal, name="database_labels"
+            )[database.insertion_order]
+            database_codes, self._index = database.codes, database
+        query_codes = check_packed(query_codes, name="query_codes")
+        database_codes = check_packed(database_codes, name="database_codes")
+        if query_codes.shape[1] != database_codes.shape[1]:
+            raise ValueError(
+                f"code widths disagree: query_codes are {query_codes.shape[1]} "
+                f"bytes wide, database_codes {database_codes.shape[1]} bytes"
+            )
+        if len(database_codes) == 0:
+            raise ValueError("database_codes is empty")
+        self.bits = query_codes.shape[1] * 8
+        self.q, self.n = len(query_codes), len(database_codes)
+        self.query_labels = check_labels(
+            query_labels, count=self.q, name="query_labels"
+        )
+        self.database_labels = check_labels(
+            database_labels, count=self.n, name="database_labels"
+        )
+        check_label_pair(
+            self.query_labels, self.database_labels, ("query_labels", "database_labels")
+        )
+        self.query_codes, self.database_codes = query_codes, database_codes
+        self._relevance = Relevance(self.database_labels)
+        self._hist = None  # (hist, relhist) [Q, bits + 1]
+        self._full_ap = None  # (ap, has_relevant) [Q], ties by index
+        self._ranked = None  # (depth, packed relevance [Q, ceil(depth / 8)])
+        self._permuted = {}  # seed -> evaluator on the permuted database
+        self._keep = True  # False: one metric only, nothing worth caching
+
+    # -- public metrics ----------------------------------------------------
+
+    def average_precisions(
+        self, top_k: int | None = None, ties: str = "index", seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-query AP@K, as :meth:`map` averages it.
+
+        Returns:
+            ``(ap, has_relevant)``: float64 ``[Q]`` (0 for a query with no
+            relevant item in its top K) and bool ``[Q]`` (False for the
+            queries ``empty="skip"`` leaves out).
+        """
+        _check_choice("ties", ties, _TIES)
+        top_k = self._count("top_k", top_k)
+        if ties == "random":
+            return self._permutation(seed).average_precisions(top_k)
+        if top_k is not None and top_k >= self.n:
+            top_k = None
+        if ties == "expected":
+            harmonic = _harmonic(self.n)
+            parts = [
+                _expected_ap(hist, relhist, top_k, harmonic)
+                for hist, relhist in self._histogram_chunks()
+            ]
+            return _concat(parts)
+        if top_k is None:
+            if self._full_ap is None:
+                for _ in self._pass(full_ap=True):
+                    pass
+            return self._full_ap
+        return _concat([_ranked_ap(rel) for rel in self._ranked_relevance(top_k)])
+
+    def map(
+        self,
+        top_k: int | None = None,
+        ties: str = "index",
+        empty: str = "zero",
+        seed: int = 0,
+    ) -> float:
+        """Mean average precision (mAP@K) of Hamming ranking.
+
+        Args:
+            top_k: rank cut-off K, or None for the whole database. Defaults
+                to None.
+            ties: ``"index"``, ``"random"`` or ``"expected"``. Defaults to
+                ``"index"``.
+            empty: ``"zero"`` or ``"skip"``: what a query without a relevant
+                item in its top K counts. Defaults to ``"zero"``.
+            seed: seed of the permutation for ``ties="random"``. Defaults
+                to 0.
+
+        Returns:
+            The mAP, a float in [0, 1].
+        """
+        _check_choice("empty", empty, _EMPTY)
+        ap, counted = self.average_precisions(top_k, ties, seed)
+        if empty == "skip":
+            ap = ap[counted]
+        return float(ap.mean()) if ap.size else 0.0
+
+    def precision_at_radius(self, radius: int = 2) -> RadiusPrecision:
+        """Precision and recall of everything within a Hamming radius.
+
+        Retrieved items are those at distance ``<= radius``. A query whose
+        ball is empty scores precision 0 and still counts; ``empty_fraction``
+        says how many balls were empty.
+
+        Args:
+            radius: the radius, an int ``>= 0``. Defaults to 2.
+        """
+        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
+            raise TypeError(f"radius must be an int, got {radius!r}")
+        if radius < 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        r = min(int(radius), self.bits)
+        sums = np.zeros(3)
+        for hist, relhist in self._histogram_chunks():
+            found = hist[:, : r + 1].sum(1)
+            hits = relhist[:, : r + 1].sum(1)
+            sums += _radius_sums(hits, found, relhist.sum(1))
+        precision, recall, empty = (float(v) for v in sums / self.q)
+        return RadiusPrecision(precision, recall, empty, int(radius))
+
+    def precision_recall_curve(self) -> PrecisionRecallCurve:
+        """Precision and recall within every Hamming radius ``0..bits``.
+
+        Each point is the mean over queries of the per-query precision
+        (empty ball: 0) and recall, as in :meth:`precision_at_radius`.
+        """
+        sums = np.zeros((3, self.bits + 1))
+        for hist, relhist in self._histogram_chunks():
+            hits = np.cumsum(relhist, axis=1)
+            sums += _radius_sums(hits, np.cumsum(hist, axis=1), hits[:, -1:])
+        sums /= self.q
+        return PrecisionRecallCurve(np.arange(self.bits + 1), *sums)
+
+    def precision_at_n(self, n: int, ties: str = "index", seed: int = 0) -> float:
+        """Mean precision of the first n items of the Hamming ranking.
+
+        Args:
+            n: number of retrieved items, ``1 <= n <= N``.
+            ties: how tied items at the cut are ordered (module docstring).
+                Defaults to ``"index"``.
+            seed: seed for ``ties="random"``. Defaults to 0.
+        """
+        _check_choice("ties", ties, _TIES)
+        n = self._count("n", n, required=True)
+        if ties == "random":
+            return self._permutation(seed).precision_at_n(n)
+        if ties == "expected":
+            hits = [
+                _expected_hits_at_n(hist, relhist, n)
+                for hist, relhist in self._histogram_chunks()
+            ]
+        else:
+            hits = [rel.sum(1) for rel in self._ranked_relevance(n)]
+        return float(np.concatenate(hits).mean() / n)
+
+    # -- passes over the distances -----------------------------------------
+
+    def _count(self, name: str, value, required: bool = False):
+        if value is None and not required:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+        if name == "n" and value > self.n:
+            raise ValueError(f"n={value} exceeds the database size {self.n}")
+        return min(int(value), self.n)
+
+    def _permutation(self, seed: int) -> RetrievalEvaluator:
+        """The evaluator of the database permuted by ``default_rng(seed)``."""
+        if seed not in self._permuted:
+            order = np.random.default_rng(seed).permutation(self.n)
+            permuted = RetrievalEvaluator(
+                query_codes=self.query_codes,
+                query_labels=self.query_labels,
+                database_codes=self.database_codes[order],
+                database_labels=self.database_labels[order],
+            )
+            permuted._keep = self._keep
+            self._permuted = {seed: permuted}
+        return self._permuted[seed]
+
+    def _chunks(self):
+        """Yields ``(rows, distances [q, N], relevant [q, N])`` per chunk."""
+        planes = word_planes(self.database_codes)
+        qplanes = word_planes(self.query_codes)
+        dtype = distance_dtype(self.bits)
+        step = max(1, _CHUNK_PAIRS // max(self.n, self.bits + 1))
+        for q0 in range(0, self.q, step):
+            rows = slice(q0, q0 + step)
+            dist = hamming_distances(qplanes[:, rows], planes, dtype)
+            yield rows, dist, self._relevance(self.query_labels[rows])
+
+    def _pass(self, full_ap: bool = False, k: int | None = None):
+        """One pass over the distances, filling every cache that fits.
+
+        Yields ``(hist, relhist, ranked)`` per chunk of queries: histograms
+        ``[q, bits + 1]`` and, with ``k``, the ranked relevance ``[q, k]``
+        (ties by index). With ``full_ap`` it ranks the whole database (a
+        stable sort per query), which also gives the histograms, the AP of
+        the full ranking and a ranked-relevance prefix as deep as fits.
+        """
+        width = self.bits + 1
+        keep_hist = (
+            self._keep and self._hist is None and self.q * width * 16 <= _CACHE_BYTES
+        )
+        if keep_hist:
+            hist_all = np.empty((2, self.q, width), np.int64)
+        depth = k
+        if full_ap:
+            depth = min(self.n, _CACHE_BYTES // max(self.q, 1) * 8)
+            depth = depth if self._keep else None
+            ap, has = np.zeros(self.q), np.zeros(self.q, bool)
+        keep_ranked = (
+            self._keep and depth is not None and self.q * -(-depth // 8) <= _CACHE_BYTES
+        )
+        if keep_ranked:
+            packed = np.empty((self.q, -(-depth // 8)), np.uint8)
+        for rows, dist, rel in self._chunks():
+            ranked = None
+            if full_ap:
+                ap[rows], hist, relhist, ranked = _full_ranking(dist, rel, width, depth)
+                has[rows] = rel.any(axis=1)
+            else:
+                hist, relhist = _histograms(dist, rel, width)
+                if k is not None:
+                    ranked = _top_k_ranked(dist, rel, hist, k)
+            if keep_hist:
+                hist_all[0, rows], hist_all[1, rows] = hist, relhist
+            if keep_ranked:
+                packed[rows] = np.packbits(ranked, axis=1)
+            yield hist, relhist, ranked
+        if keep_hist:
+            self._hist = hist_all[0], hist_all[1]
+        if full_ap:
+            self._full_ap = ap, has
+        if keep_ranked and (self._ranked is None or self._ranked[0] < depth):
+            self._ranked = depth, packed
+
+    def _histogram_chunks(self):
+        """Yields ``(hist, relhist)`` over chunks of queries (one if cached)."""
+        if self._hist is not None:
+            yield self._hist
+            return
+        for hist, relhist, _ in self._pass():
+            yield hist, relhist
+
+    def _ranked_relevance(self, k: int):
+        """Yields relevance ``[q, k]`` of each query's top k, ties by index.
+
+        From the cache when it is deep enough, else from a pass that ranks
+        the first k of each query (and fills the caches).
+        """
+        if self._ranked is None or self._ranked[0] < k:
+            for _, _, ranked in self._pass(k=k):
+                yield ranked
+            return
+        step = max(1, _CHUNK_PAIRS // (4 * k))
+        for q0 in range(0, self.q, step):
+            block = self._ranked[1][q0 : q0 + step, : -(-k // 8)]
+            yield np.unpackbits(block, axis=1, count=k).view(bool)
+
+
+# ---------------------------------------------------------------------------
+# functions: one evaluator, one metric
+
+
 def mean_average_precision(
     *,
     query_codes: np.ndarray,
@@ -123,14 +478,15 @@ def mean_average_precision(
     """Mean average precision (mAP@K) of Hamming ranking.
 
     Conventions (relevance, tie rules, AP@K normalised by the relevant items
-    inside the top K) are in the module docstring.
+    inside the top K) are in the module docstring. For several metrics of
+    the same codes, a :class:`RetrievalEvaluator` computes distances once.
 
     Example:
 
     ```python
-    from keras_hash import evaluation
+    from keras_hash import metrics
 
-    evaluation.mean_average_precision(
+    metrics.mean_average_precision(
         query_codes=q_codes, query_labels=q_labels,
         database_codes=db_codes, database_labels=db_labels, top_k=1000,
     )
@@ -138,7 +494,7 @@ def mean_average_precision(
 
     Args:
         query_codes: uint8 ``[Q, bits // 8]`` packed codes.
-        query_labels: int ``[Q]`` class ids or multi-hot ``[Q, C]``.
+        query_labels: int ``[Q]`` class ids or 0/1 multi-hot ``[Q, C]``.
         database_codes: uint8 ``[N, bits // 8]`` packed codes.
         database_labels: like ``query_labels``, ``[N]`` or ``[N, C]``.
         top_k: rank cut-off K, or None for the whole database. Defaults to
@@ -152,19 +508,12 @@ def mean_average_precision(
     Returns:
         The mAP, a float in [0, 1].
     """
-    ap, counted = average_precisions(
+    return _one_metric(
         query_codes=query_codes,
         query_labels=query_labels,
         database_codes=database_codes,
         database_labels=database_labels,
-        top_k=top_k,
-        ties=ties,
-        seed=seed,
-    )
-    _check_choice("empty", empty, _EMPTY)
-    if empty == "skip":
-        ap = ap[counted]
-    return float(ap.mean()) if ap.size else 0.0
+    ).map(top_k=top_k, ties=ties, empty=empty, seed=seed)
 
 
 def average_precisions(
@@ -173,32 +522,25 @@ def average_precisions(
     query_labels: np.ndarray,
     database_codes: np.ndarray,
     database_labels: np.ndarray,
-    top_k: int | None = None,
     ties: str = "index",
+    top_k: int | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-query AP@K, as :func:`mean_average_precision` averages it.
+
+    Args as in :func:`mean_average_precision` (keyword-only).
 
     Returns:
         ``(ap, has_relevant)``: float64 ``[Q]`` (0 for a query with no
         relevant item in its top K) and bool ``[Q]`` (False for the queries
         ``empty="skip"`` leaves out).
     """
-    problem = _Problem(query_codes, query_labels, database_codes, database_labels)
-    _check_choice("ties", ties, _TIES)
-    top_k = problem.check_count("top_k", top_k)
-    if ties == "random":
-        problem.permute(np.random.default_rng(seed).permutation(problem.n))
-    if ties != "expected" and top_k is not None and top_k < problem.n:
-        parts = [_ranked_ap(rel) for rel in problem.ranked_relevance(top_k)]
-    else:
-        parts = [
-            _chunk_ap(problem, dist, rel, top_k, ties) for dist, rel in problem.chunks()
-        ]
-    return (
-        np.concatenate([p[0] for p in parts]),
-        np.concatenate([p[1] for p in parts]),
-    )
+    return _one_metric(
+        query_codes=query_codes,
+        query_labels=query_labels,
+        database_codes=database_codes,
+        database_labels=database_labels,
+    ).average_precisions(top_k=top_k, ties=ties, seed=seed)
 
 
 def precision_at_radius(
@@ -218,23 +560,12 @@ def precision_at_radius(
     Args:
         radius: the radius, an int ``>= 0``. Defaults to 2.
     """
-    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
-        raise TypeError(f"radius must be an int, got {radius!r}")
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
-    curve = precision_recall_curve(
+    return _one_metric(
         query_codes=query_codes,
         query_labels=query_labels,
         database_codes=database_codes,
         database_labels=database_labels,
-    )
-    r = min(int(radius), len(curve.radii) - 1)
-    return RadiusPrecision(
-        precision=float(curve.precision[r]),
-        recall=float(curve.recall[r]),
-        empty_fraction=float(curve.empty_fraction[r]),
-        radius=int(radius),
-    )
+    ).precision_at_radius(radius)
 
 
 def precision_recall_curve(
@@ -250,18 +581,12 @@ def precision_recall_curve(
     ball: 0) and recall, as in :func:`precision_at_radius`. Args as in
     :func:`mean_average_precision`.
     """
-    problem = _Problem(query_codes, query_labels, database_codes, database_labels)
-    sums = np.zeros((3, problem.bits + 1))
-    for dist, rel in problem.chunks():
-        hist, relhist = _histograms(dist, rel, problem.bits)
-        found = np.cumsum(hist, axis=1)
-        hits = np.cumsum(relhist, axis=1)
-        total = hits[:, -1:]
-        sums[0] += _safe_ratio(hits, found).sum(0)
-        sums[1] += _safe_ratio(hits, total).sum(0)
-        sums[2] += (found == 0).sum(0)
-    sums /= problem.q
-    return PrecisionRecallCurve(np.arange(problem.bits + 1), sums[0], sums[1], sums[2])
+    return _one_metric(
+        query_codes=query_codes,
+        query_labels=query_labels,
+        database_codes=database_codes,
+        database_labels=database_labels,
+    ).precision_recall_curve()
 
 
 def precision_at_n(
@@ -283,163 +608,19 @@ def precision_at_n(
         ties: how tied items at the cut are ordered (module docstring).
         seed: seed for ``ties="random"``.
     """
-    problem = _Problem(query_codes, query_labels, database_codes, database_labels)
-    _check_choice("ties", ties, _TIES)
-    n = problem.check_count("n", n, required=True)
-    if ties == "random":
-        problem.permute(np.random.default_rng(seed).permutation(problem.n))
-    if ties == "expected":
-        hits = [
-            _expected_hits_at_n(dist, rel, n, problem.bits)
-            for dist, rel in problem.chunks()
-        ]
-    else:
-        hits = [rel.sum(1) for rel in problem.ranked_relevance(n)]
-    return float(np.concatenate(hits).mean() / n)
+    return _one_metric(
+        query_codes=query_codes,
+        query_labels=query_labels,
+        database_codes=database_codes,
+        database_labels=database_labels,
+    ).precision_at_n(n, ties=ties, seed=seed)
 
 
-# ---------------------------------------------------------------------------
-# inputs
-
-
-class _Problem:
-    """Validated codes and labels, streamed as (distances, relevance) chunks."""
-
-    def __init__(self, query_codes, query_labels, database_codes, database_labels):
-        query_codes = check_packed(query_codes, name="query_codes")
-        database_codes = check_packed(database_codes, name="database_codes")
-        if query_codes.shape[1] != database_codes.shape[1]:
-            raise ValueError(
-                f"code widths disagree: query_codes are {query_codes.shape[1]} "
-                f"bytes wide, database_codes {database_codes.shape[1]} bytes"
-            )
-        if len(database_codes) == 0:
-            raise ValueError("database_codes is empty")
-        self.bits = query_codes.shape[1] * 8
-        self.q, self.n = len(query_codes), len(database_codes)
-        self.query_labels = _check_labels(query_labels, self.q, "query_labels")
-        self.database_labels = _check_labels(database_labels, self.n, "database_labels")
-        if self.query_labels.ndim != self.database_labels.ndim or (
-            self.query_labels.shape[1:] != self.database_labels.shape[1:]
-        ):
-            raise ValueError(
-                "query_labels and database_labels disagree: shapes "
-                f"{self.query_labels.shape} and {self.database_labels.shape} "
-                "(use int ids [N] for both, or multi-hot [N, C] with the same C)"
-            )
-        self.query_codes, self.database_codes = query_codes, database_codes
-        self.dtype = np.uint8 if self.bits < 256 else np.uint16
-
-    def check_count(self, name: str, value, required: bool = False):
-        if value is None and not required:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name} must be an int, got {value!r}")
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-        if name == "n" and value > self.n:
-            raise ValueError(f"n={value} exceeds the database size {self.n}")
-        return min(int(value), self.n)
-
-    def permute(self, order: np.ndarray) -> None:
-        self.database_codes = self.database_codes[order]
-        self.database_labels = self.database_labels[order]
-
-    def ranked_relevance(self, k: int):
-        """Yields relevance ``[q, k]`` of each query's top k, ties by index.
-
-        Uses the exact k-NN of :class:`keras_hash.HammingIndex` (numpy
-        backend): a streaming top k, so only the top k pairs are labelled.
-        """
-        index = HammingIndex(self.bits, backend="numpy")
-        index.add(self.database_codes)
-        relevance = _Relevance(self.database_labels)
-        step = max(1, _CHUNK_PAIRS // (4 * k))
-        for q0 in range(0, self.q, step):
-            chunk = slice(q0, q0 + step)
-            _, positions = index.search(self.query_codes[chunk], k)
-            yield relevance.pairs(self.query_labels[chunk], positions)
-
-    def chunks(self):
-        """Yields ``(distances [q, N], relevant [q, N] bool)`` per query chunk."""
-        planes = np.ascontiguousarray(as_words(self.database_codes).T)
-        qplanes = np.ascontiguousarray(as_words(self.query_codes).T)
-        relevance = _Relevance(self.database_labels)
-        step = max(1, _CHUNK_PAIRS // self.n)
-        for q0 in range(0, self.q, step):
-            chunk = slice(q0, q0 + step)
-            dist = _distances(qplanes[:, chunk], planes, self.dtype)
-            yield dist, relevance(self.query_labels[chunk])
-
-
-def _check_labels(labels, count: int, name: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim not in (1, 2):
-        raise ValueError(
-            f"{name} must be int ids [N] or multi-hot [N, C], got shape {labels.shape}"
-        )
-    if len(labels) != count:
-        raise ValueError(f"{name} has {len(labels)} rows but there are {count} codes")
-    if labels.dtype != bool and not np.issubdtype(labels.dtype, np.integer):
-        if labels.ndim == 1 or not np.all(np.isin(labels, (0, 1))):
-            raise TypeError(
-                f"{name} must be integer class ids or 0/1 multi-hot, "
-                f"got dtype {labels.dtype}"
-            )
-    return labels
-
-
-class _Relevance:
-    """Query labels -> bool relevance ``[q, N]`` (at least one shared label)."""
-
-    def __init__(self, database_labels: np.ndarray):
-        self.multi_hot = database_labels.ndim == 2
-        self.database = self._encode(database_labels)
-
-    def _encode(self, labels: np.ndarray) -> np.ndarray:
-        if not self.multi_hot:
-            return labels.astype(np.int64)
-        bits = np.packbits(labels != 0, axis=1)
-        pad = -bits.shape[1] % 8
-        bits = np.pad(bits, ((0, 0), (0, pad)))
-        return np.ascontiguousarray(bits.view(np.uint64).T)  # [words, N]
-
-    def __call__(self, query_labels: np.ndarray) -> np.ndarray:
-        query = self._encode(query_labels)
-        if not self.multi_hot:
-            return query[:, None] == self.database[None, :]
-        shared = np.zeros((query.shape[1], self.database.shape[1]), bool)
-        for w in range(len(query)):
-            shared |= (query[w, :, None] & self.database[w, None, :]) != 0
-        return shared
-
-    def pairs(self, query_labels: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Relevance of query i to database item ``positions[i, j]``."""
-        query = self._encode(query_labels)
-        if not self.multi_hot:
-            return query[:, None] == self.database[positions]
-        shared = np.zeros(positions.shape, bool)
-        for w in range(len(query)):
-            shared |= (query[w, :, None] & self.database[w][positions]) != 0
-        return shared
-
-
-def _distances(qplanes: np.ndarray, planes: np.ndarray, dtype) -> np.ndarray:
-    """Hamming distances ``[q, N]`` between word planes, blocked for cache."""
-    n_words, n = planes.shape
-    out = np.empty((qplanes.shape[1], n), dtype)
-    xor = np.empty((qplanes.shape[1], min(_DB_BLOCK, n)), planes.dtype)
-    count = np.empty(xor.shape, np.uint8)
-    for j0 in range(0, n, _DB_BLOCK):
-        j1 = min(j0 + _DB_BLOCK, n)
-        x, c, d = xor[:, : j1 - j0], count[:, : j1 - j0], out[:, j0:j1]
-        for w in range(n_words):
-            np.bitwise_xor(qplanes[w, :, None], planes[w, None, j0:j1], out=x)
-            if w == 0:
-                np.bitwise_count(x, out=d, casting="unsafe")
-            else:
-                np.add(d, np.bitwise_count(x, out=c), out=d, casting="unsafe")
-    return out
+def _one_metric(**arrays) -> RetrievalEvaluator:
+    """An evaluator for a single metric: it keeps no cache for later ones."""
+    evaluator = RetrievalEvaluator(**arrays)
+    evaluator._keep = False
+    return evaluator
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -447,29 +628,58 @@ def _check_choice(name: str, value, choices) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
+def _concat(parts):
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+    )
+
+
 # ---------------------------------------------------------------------------
 # counting
 
 
-def _histograms(dist: np.ndarray, rel: np.ndarray, bits: int):
-    """Per query: items and relevant items at each distance, ``[q, bits + 1]``."""
-    q, width = len(dist), bits + 1
-    key = np.arange(q, dtype=np.int64)[:, None] * width + dist
-    hist = np.bincount(key.ravel(), minlength=q * width).reshape(q, width)
-    relhist = np.bincount(key[rel], minlength=q * width).reshape(q, width)
+def _histograms(dist: np.ndarray, rel: np.ndarray, width: int):
+    """Per query: items and relevant items at each distance, ``[q, width]``."""
+    hist = np.empty((len(dist), width), np.int64)
+    relhist = np.empty((len(dist), width), np.int64)
+    for i, (d, r) in enumerate(zip(dist, rel, strict=True)):
+        hist[i] = np.bincount(d, minlength=width)
+        relhist[i] = np.bincount(d[r], minlength=width)
     return hist, relhist
 
 
-def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return num / np.maximum(den, 1)
+def _top_k_ranked(dist, rel, hist, k):
+    """Relevance ``[q, k]`` of each query's first k items, ties by index.
+
+    The k-th item lies at the smallest distance ``t`` with at least k items
+    within it; a stable sort of the items within ``t`` ranks them.
+    """
+    t = np.argmax(np.cumsum(hist, axis=1) >= k, axis=1)
+    out = np.empty((len(dist), k), bool)
+    for i, (d, r) in enumerate(zip(dist, rel, strict=True)):
+        within = np.flatnonzero(d <= t[i])
+        first = within[np.argsort(d[within], kind="stable")[:k]]
+        out[i] = r[first]
+    return out
 
 
-def _expected_hits_at_n(dist, rel, n, bits):
+def _radius_sums(hits, found, total):
+    """Sums over queries of precision, recall and empty balls."""
+    return np.stack(
+        [
+            (hits / np.maximum(found, 1)).sum(0),
+            (hits / np.maximum(total, 1)).sum(0),
+            (found == 0).sum(0),
+        ]
+    )
+
+
+def _expected_hits_at_n(hist, relhist, n):
     """Expected relevant items among the first n, ties in random order."""
-    hist, relhist = _histograms(dist, rel, bits)
     before = np.cumsum(hist, axis=1) - hist
     t = np.argmax(before + hist >= n, axis=1)
-    rows = np.arange(len(dist))
+    rows = np.arange(len(hist))
     rel_before = (np.cumsum(relhist, axis=1) - relhist)[rows, t]
     m = n - before[rows, t]  # places taken from the group at distance t
     return rel_before + m * relhist[rows, t] / hist[rows, t]
@@ -479,21 +689,35 @@ def _expected_hits_at_n(dist, rel, n, bits):
 # average precision
 
 
-def _chunk_ap(problem: _Problem, dist, rel, top_k, ties):
-    if ties == "expected":
-        return _expected_ap(dist, rel, top_k, problem.bits)
-    return _index_ap_full(dist, rel)
+def _full_ranking(dist, rel, width, depth):
+    """Ranks every item, ties by index (a stable sort per query).
 
-
-def _index_ap_full(dist, rel):
-    """AP over the whole ranking, ties by index: a stable sort per query."""
-    ap = np.zeros(len(dist))
-    for i in range(len(dist)):
-        order = np.argsort(dist[i], kind="stable")
-        positions = np.flatnonzero(rel[i][order]) + 1.0
+    Returns the AP of each query over the whole ranking and, unless
+    ``depth`` is None, the histograms of all and of relevant items (read off
+    the sorted distances) and the relevance of the first ``depth`` ranks.
+    """
+    q = len(dist)
+    ap = np.zeros(q)
+    extras = depth is not None
+    if extras:
+        hist = np.empty((q, width), np.int64)
+        relhist = np.empty((q, width), np.int64)
+        ranked = np.empty((q, depth), bool)
+    edges = np.arange(width + 1, dtype=dist.dtype)  # no cast of d to int64
+    for i, (d, r) in enumerate(zip(dist, rel, strict=True)):
+        order = np.argsort(d, kind="stable")
+        relevant = r[order]
+        positions = np.flatnonzero(relevant)
+        if extras:
+            bounds = np.searchsorted(d[order], edges)  # rank where each starts
+            hist[i] = np.diff(bounds)
+            relhist[i] = np.diff(np.searchsorted(positions, bounds))
+            ranked[i] = relevant[:depth]
         if positions.size:
-            ap[i] = np.mean(np.arange(1, positions.size + 1) / positions)
-    return ap, rel.any(axis=1)
+            ap[i] = np.mean(np.arange(1, positions.size + 1) / (positions + 1.0))
+    if not extras:
+        return ap, None, None, None
+    return ap, hist, relhist, ranked
 
 
 def _ranked_ap(rel: np.ndarray):
@@ -519,19 +743,20 @@ def _group_terms(before, rel_before, size, relevant, harmonic):
     return np.where(relevant > 0, relevant / np.maximum(size_f, 1) * term, 0.0)
 
 
-def _expected_ap(dist, rel, top_k, bits):
-    """Tie-aware AP: exact expectation over orders of tied items."""
-    hist, relhist = _histograms(dist, rel, bits)
+def _expected_ap(hist, relhist, top_k, harmonic):
+    """Tie-aware AP: exact expectation over orders of tied items.
+
+    ``harmonic`` holds the harmonic numbers up to the database size.
+    """
     before = np.cumsum(hist, axis=1) - hist
     rel_before = np.cumsum(relhist, axis=1) - relhist
-    harmonic = _harmonic(dist.shape[1])
     terms = _group_terms(before, rel_before, hist, relhist, harmonic)
-    if top_k is None or top_k >= dist.shape[1]:
+    if top_k is None:
         total = relhist.sum(1)
         return terms.sum(1) / np.maximum(total, 1), total > 0
     t = np.argmax(before + hist >= top_k, axis=1)
-    ap = np.zeros(len(dist))
-    possible = np.zeros(len(dist), bool)
+    ap = np.zeros(len(hist))
+    possible = np.zeros(len(hist), bool)
     for i, ti in enumerate(t):
         s_before = terms[i, :ti].sum()
         m = top_k - before[i, ti]

@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from keras_hash import labels
+
 # Frame colours: relevant, not relevant, the query.
 RELEVANT_COLOR = "#00b000"
 IRRELEVANT_COLOR = "#e00000"
@@ -216,14 +218,11 @@ def search_gallery(
             )
         index = HammingIndex(bits=database_codes.shape[1] * 8, backend="numpy")
         index.add(database_codes)
-    query_labels = np.asarray(query_labels)
-    database_labels = np.asarray(database_labels)
-    if query_labels.ndim != database_labels.ndim or query_labels.ndim not in (1, 2):
-        raise ValueError(
-            "query_labels and database_labels must both be class ids [N] or "
-            f"multi-hot [N, C], got shapes {query_labels.shape} and "
-            f"{database_labels.shape}"
-        )
+    query_labels = labels.check_labels(query_labels, name="query_labels")
+    database_labels = labels.check_labels(database_labels, name="database_labels")
+    labels.check_label_pair(
+        query_labels, database_labels, ("query_labels", "database_labels")
+    )
     if len(database_labels) != len(database_images):
         raise ValueError(
             f"{len(database_labels)} database_labels for {len(database_images)} "
@@ -236,12 +235,7 @@ def search_gallery(
             f"{len(database_images)} database_images (ids must be positions)"
         )
     found = np.where(neighbors < 0, 0, neighbors)
-    if query_labels.ndim == 1:
-        relevant = query_labels[:, None] == database_labels[found]
-    else:
-        relevant = ((query_labels[:, None, :] > 0) & (database_labels[found] > 0)).any(
-            -1
-        )
+    relevant = labels.Relevance(database_labels).pairs(query_labels, found)
     relevant &= neighbors >= 0
     return retrieval_gallery(
         query_images,

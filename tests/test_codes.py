@@ -178,3 +178,67 @@ def test_pack_codes_tensor_matches_numpy():
     z[0, :8] = 0.0
     packed = keras.ops.convert_to_numpy(codes.pack_codes_tensor(z))
     np.testing.assert_array_equal(packed, np.packbits(z >= 0, axis=-1))
+
+
+class TestKernel:
+    """The one Hamming kernel: dtypes, tiling, and very long codes."""
+
+    @pytest.mark.parametrize(
+        "bits, dtype",
+        [(8, np.uint8), (248, np.uint8), (256, np.uint16), (65528, np.uint16)]
+        + [(65536, np.uint32), (1 << 20, np.uint32)],
+    )
+    def test_distance_dtype_holds_bits_plus_one(self, bits, dtype):
+        assert codes.distance_dtype(bits) == dtype
+        assert np.iinfo(dtype).max >= bits + 1
+
+    def test_tiles_cover_every_pair(self):
+        # More queries and database items than one tile, 24-bit codes
+        # (3-byte rows, read as bytes), against counting differing bits.
+        rng = np.random.default_rng(5)
+        nq, n = codes.QUERY_TILE + 7, codes.DATABASE_TILE + 13
+        a = rng.integers(0, 256, size=(nq, 3), dtype=np.uint8)
+        b = rng.integers(0, 256, size=(n, 3), dtype=np.uint8)
+        bits_a = np.unpackbits(a, axis=1).astype(bool)
+        bits_b = np.unpackbits(b, axis=1).astype(bool)
+        expected = np.zeros((nq, n), np.int64)
+        for k in range(24):
+            expected += bits_a[:, k, None] != bits_b[None, :, k]
+        got = codes.hamming_distances(
+            codes.word_planes(a), codes.word_planes(b), np.dtype(np.uint8)
+        )
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, expected)
+
+    def test_blocks_stream_the_same_distances(self):
+        rng = np.random.default_rng(6)
+        a = rng.integers(0, 256, size=(5, 16), dtype=np.uint8)
+        b = rng.integers(0, 256, size=(23, 16), dtype=np.uint8)
+        qp, p = codes.word_planes(a), codes.word_planes(b)
+        whole = codes.hamming_distances(qp, p, np.dtype(np.uint8))
+        starts, parts = [], []
+        for start, block in codes.hamming_blocks(qp, p, np.uint8, block=7):
+            starts.append(start)
+            parts.append(block.copy())
+        assert starts == [0, 7, 14, 21]
+        np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
+
+    def test_65536_bits_do_not_overflow(self):
+        # Distances up to 65,536 need more than uint16.
+        bits = 65536
+        rng = np.random.default_rng(7)
+        a = np.zeros((2, bits // 8), np.uint8)
+        a[1] = rng.integers(0, 256, size=bits // 8, dtype=np.uint8)
+        b = np.stack([np.full(bits // 8, 255, np.uint8), a[1], ~a[1]])
+        signs_a = np.unpackbits(a, axis=1).astype(np.int64)
+        signs_b = np.unpackbits(b, axis=1).astype(np.int64)
+        expected = np.array(
+            [[int(np.sum(x != y)) for y in signs_b] for x in signs_a], np.int64
+        )
+        assert expected[0, 0] == 65536 and expected[1, 2] == 65536
+        got = codes.hamming_distances(
+            codes.word_planes(a), codes.word_planes(b), codes.distance_dtype(bits)
+        )
+        assert got.dtype == np.uint32
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(codes.hamming_distance(a, b), expected)

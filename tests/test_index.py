@@ -455,3 +455,49 @@ class TestSampledLimit:
             ids[0], np.concatenate([np.arange(0, 320, 8), far])
         )
         np.testing.assert_array_equal(distances[0], [0] * 40 + [16] * 60)
+
+
+class TestLongCodes:
+    def test_65536_bit_distances(self):
+        # The numpy backend keeps distances (and "no limit" = bits + 1) in
+        # uint32 beyond 65,535 bits: complements are 65,536 apart.
+        bits = 65536
+        rng = np.random.default_rng(13)
+        base = _random_codes(rng, 3, bits)
+        database = np.concatenate([base, ~base])
+        index = HammingIndex(bits, backend="numpy")
+        index.add(database)
+        want = _brute_distances(base, database, bits)
+        assert want[0, 3] == 65536
+        distances, ids = index.search(base, k=6)
+        for row, (want_d, want_ids) in enumerate(
+            _brute_rankings(base, database, np.arange(6), bits)
+        ):
+            np.testing.assert_array_equal(distances[row], want_d)
+            np.testing.assert_array_equal(ids[row], want_ids)
+        within = index.range_search(base[:1], radius=bits)
+        np.testing.assert_array_equal(np.sort(within[0][0]), np.sort(want[0]))
+
+
+class TestInsertionOrder:
+    def test_maps_insertion_order_to_id_order(self):
+        index = HammingIndex(8, backend="numpy")
+        index.add(np.array([[1], [2]], np.uint8), ids=[30, 10])
+        index.add(np.array([[3]], np.uint8), ids=[20])
+        index.add(np.array([[4]], np.uint8))  # id 31
+        np.testing.assert_array_equal(index.ids, [10, 20, 30, 31])
+        np.testing.assert_array_equal(index.insertion_order, [1, 2, 0, 3])
+        labels_in_insertion_order = np.array(["a", "b", "c", "d"])
+        by_id = labels_in_insertion_order[index.insertion_order]
+        np.testing.assert_array_equal(by_id, ["b", "c", "a", "d"])
+        np.testing.assert_array_equal(index.codes[:, 0], [2, 3, 1, 4])
+
+    def test_reset_and_load(self, tmp_path):
+        index = HammingIndex(8, backend="numpy")
+        index.add(np.array([[1], [2]], np.uint8), ids=[7, 3])
+        index.save(tmp_path / "i.khi")
+        loaded = HammingIndex.load(tmp_path / "i.khi", backend="numpy")
+        np.testing.assert_array_equal(loaded.insertion_order, [0, 1])
+        index.reset()
+        index.add(np.array([[5]], np.uint8), ids=[9])
+        np.testing.assert_array_equal(index.insertion_order, [0])

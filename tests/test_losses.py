@@ -237,3 +237,24 @@ def test_serialization_round_trip(loss):
     assert restored.get_config() == loss.get_config()
     labels, codes = random_case(15)
     assert float(restored(labels, codes)) == pytest.approx(float(loss(labels, codes)))
+
+
+@pytest.mark.parametrize("loss_cls", [keras_hash.HashNetLoss, keras_hash.DHNLoss])
+def test_pm_one_multi_hot_labels_raise(loss_cls):
+    # CelebA-style ±1 attributes must be converted, not read as labels.
+    labels = np.array([[1.0, -1.0, 1.0], [-1.0, -1.0, 1.0]], np.float32)
+    codes = np.ones((2, 8), np.float32)
+    with pytest.raises(ValueError, match="Convert ±1 labels"):
+        loss_cls()(labels, codes)
+    converted = (labels > 0).astype(np.float32)
+    assert np.isfinite(float(loss_cls()(converted, codes)))
+
+
+def test_pm_one_multi_hot_labels_fail_in_fit():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(8)(inputs))
+    model.compile(optimizer="sgd", loss=keras_hash.HashNetLoss())
+    x = np.zeros((4, 4), np.float32)
+    y = np.array([[1, -1], [-1, 1], [1, 1], [-1, -1]], np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Convert ±1 labels"):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)

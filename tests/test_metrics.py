@@ -415,3 +415,266 @@ class TestBadInput:
     def test_keyword_only(self, data):
         with pytest.raises(TypeError):
             evaluation.mean_average_precision(*data.values())
+
+
+# ---------------------------------------------------------------------------
+# RetrievalEvaluator
+
+
+def _ref_precision_at_n(data, n, order=None):
+    return float(np.mean([r[:n].mean() for r, _ in _ref_rankings(**data, order=order)]))
+
+
+def _evaluator(data):
+    return evaluation.RetrievalEvaluator(**data)
+
+
+class TestEvaluator:
+    @pytest.mark.parametrize("multi_hot", [False, True])
+    def test_all_metrics_equal_references(self, multi_hot):
+        data = _random_problem(20, bits=16, multi_hot=multi_hot, classes=6)
+        ev = _evaluator(data)
+        assert ev.map() == pytest.approx(_ref_map(data), abs=1e-12)
+        assert ev.map(top_k=50, empty="skip") == pytest.approx(
+            _ref_map(data, 50, "skip"), abs=1e-12
+        )
+        for radius in (0, 3, 16):
+            got = ev.precision_at_radius(radius)
+            want = _ref_radius(data, radius)
+            assert (got.precision, got.recall, got.empty_fraction) == pytest.approx(
+                want, abs=1e-12
+            )
+        curve = ev.precision_recall_curve()
+        for r in (0, 5, 9, 16):
+            assert curve.precision[r] == pytest.approx(_ref_radius(data, r)[0])
+        for n in (1, 37, 400):
+            assert ev.precision_at_n(n) == pytest.approx(
+                _ref_precision_at_n(data, n), abs=1e-12
+            )
+
+    def test_equals_the_functions_for_every_option(self):
+        data = _random_problem(21, bits=8)
+        ev = _evaluator(data)
+        for ties in ("index", "random", "expected"):
+            for top_k in (None, 1, 30, 400):
+                for empty in ("zero", "skip"):
+                    options = dict(top_k=top_k, ties=ties, empty=empty, seed=4)
+                    assert ev.map(**options) == evaluation.mean_average_precision(
+                        **data, **options
+                    )
+            for n in (1, 30, 400):
+                assert ev.precision_at_n(n, ties=ties, seed=4) == (
+                    evaluation.precision_at_n(**data, n=n, ties=ties, seed=4)
+                )
+        assert ev.precision_at_radius(1) == evaluation.precision_at_radius(
+            **data, radius=1
+        )
+        curve, want = (
+            ev.precision_recall_curve(),
+            evaluation.precision_recall_curve(**data),
+        )
+        np.testing.assert_array_equal(curve.precision, want.precision)
+        np.testing.assert_array_equal(curve.recall, want.recall)
+
+    @pytest.mark.parametrize("order", ["curve_first", "map_first", "top_k_first"])
+    def test_call_order_and_caches_do_not_change_values(self, order, monkeypatch):
+        data = _random_problem(22, nq=40, n=300, bits=16)
+        want = {
+            "map": _ref_map(data),
+            "map@20": _ref_map(data, 20),
+            "p@10": _ref_precision_at_n(data, 10),
+            "p@60": _ref_precision_at_n(data, 60),
+            "r2": _ref_radius(data, 2)[0],
+        }
+        calls = {
+            "map": lambda ev: ev.map(),
+            "map@20": lambda ev: ev.map(top_k=20),
+            "p@10": lambda ev: ev.precision_at_n(10),
+            "p@60": lambda ev: ev.precision_at_n(60),
+            "r2": lambda ev: ev.precision_at_radius().precision,
+        }
+        names = {
+            "curve_first": ["r2", "p@10", "map@20", "p@60", "map"],
+            "map_first": ["map", "p@60", "r2", "map@20", "p@10"],
+            "top_k_first": ["map@20", "p@10", "p@60", "map", "r2"],
+        }[order]
+        for cache_bytes in (evaluation._CACHE_BYTES, 16):  # 16: nothing fits
+            monkeypatch.setattr(evaluation, "_CACHE_BYTES", cache_bytes)
+            monkeypatch.setattr(evaluation, "_CHUNK_PAIRS", 1000)  # many chunks
+            ev = _evaluator(data)
+            for name in names:
+                assert calls[name](ev) == pytest.approx(want[name], abs=1e-12), name
+
+    def test_distances_are_computed_once(self, monkeypatch):
+        data = _random_problem(23, bits=16)
+        passes = []
+        original = evaluation.hamming_distances
+        monkeypatch.setattr(
+            evaluation,
+            "hamming_distances",
+            lambda *args: passes.append(1) or original(*args),
+        )
+        ev = _evaluator(data)
+        ev.map()
+        first = len(passes)
+        ev.precision_at_radius(2)
+        ev.precision_recall_curve()
+        ev.precision_at_n(100)
+        ev.map(top_k=100)
+        ev.map(ties="expected")
+        assert first >= 1 and len(passes) == first
+
+    def test_precision_at_radius_does_not_build_the_curve(self, monkeypatch):
+        data = _random_problem(24, bits=16)
+
+        def forbidden(self):
+            raise AssertionError("the whole curve was built")
+
+        monkeypatch.setattr(
+            evaluation.RetrievalEvaluator, "precision_recall_curve", forbidden
+        )
+        got = evaluation.precision_at_radius(**data, radius=3)
+        assert got.precision == pytest.approx(_ref_radius(data, 3)[0], abs=1e-12)
+
+    def test_worked_example(self, worked_example):
+        ev = _evaluator(worked_example)
+        assert ev.map(top_k=3, empty="skip") == pytest.approx(5 / 6)
+        assert ev.map(top_k=3) == pytest.approx(0.2778, abs=1e-4)
+
+    def test_exported_at_top_level(self):
+        import keras_hash
+
+        assert keras_hash.RetrievalEvaluator is evaluation.RetrievalEvaluator
+
+
+class TestEvaluatorFromIndex:
+    def _indexed(self, data, ids, backend="numpy"):
+        from keras_hash import HammingIndex
+
+        index = HammingIndex(data["database_codes"].shape[1] * 8, backend=backend)
+        half = len(ids) // 2
+        index.add(data["database_codes"][:half], ids=ids[:half])
+        index.add(data["database_codes"][half:], ids=ids[half:])
+        return index
+
+    def test_labels_in_insertion_order_ties_by_id(self):
+        data = _random_problem(25, bits=8)
+        ids = np.random.default_rng(0).permutation(1000)[:400]  # shuffled ids
+        index = self._indexed(data, ids)
+        ev = evaluation.RetrievalEvaluator(
+            query_codes=data["query_codes"],
+            query_labels=data["query_labels"],
+            database=index,
+            database_labels=data["database_labels"],
+        )
+        # Reference: the database laid out by id, so index ties are id ties.
+        by_id = np.argsort(ids)
+        sorted_data = dict(
+            data,
+            database_codes=data["database_codes"][by_id],
+            database_labels=data["database_labels"][by_id],
+        )
+        for top_k in (None, 25):
+            assert ev.map(top_k=top_k) == pytest.approx(
+                _ref_map(sorted_data, top_k), abs=1e-12
+            )
+        assert ev.precision_at_n(33) == pytest.approx(
+            _ref_precision_at_n(sorted_data, 33), abs=1e-12
+        )
+        got = ev.precision_at_radius(2)
+        assert got.recall == pytest.approx(_ref_radius(data, 2)[1], abs=1e-12)
+        # and the ranking agrees with the index's own search
+        _, found = index.search(data["query_codes"][:1], 10)
+        ranked_rel, _ = _ref_rankings(**sorted_data)[0]
+        want = data["database_labels"][by_id][np.searchsorted(np.sort(ids), found[0])]
+        np.testing.assert_array_equal(want == data["query_labels"][0], ranked_rel[:10])
+
+    def test_default_ids_equal_arrays(self):
+        data = _random_problem(26, bits=16, multi_hot=True)
+        index = self._indexed(data, np.arange(400))
+        ev = evaluation.RetrievalEvaluator(
+            query_codes=data["query_codes"],
+            query_labels=data["query_labels"],
+            database=index,
+            database_labels=data["database_labels"],
+        )
+        arrays = _evaluator(data)
+        for top_k in (None, 40):
+            assert ev.map(top_k=top_k) == arrays.map(top_k=top_k)
+        assert ev.precision_at_n(5) == arrays.precision_at_n(5)
+
+
+class TestEvaluatorBadInput:
+    @pytest.fixture
+    def data(self):
+        return _random_problem(27, nq=4, n=20, bits=16)
+
+    def test_neither_or_both_databases(self, data):
+        from keras_hash import HammingIndex
+
+        with pytest.raises(ValueError, match="exactly one of the two"):
+            evaluation.RetrievalEvaluator(
+                query_codes=data["query_codes"],
+                query_labels=data["query_labels"],
+                database_labels=data["database_labels"],
+            )
+        index = HammingIndex(16)
+        index.add(data["database_codes"])
+        with pytest.raises(ValueError, match="exactly one of the two"):
+            evaluation.RetrievalEvaluator(**data, database=index)
+
+    def test_database_not_an_index(self, data):
+        with pytest.raises(TypeError, match="HammingIndex, got ndarray"):
+            evaluation.RetrievalEvaluator(
+                query_codes=data["query_codes"],
+                query_labels=data["query_labels"],
+                database=data["database_codes"],
+                database_labels=data["database_labels"],
+            )
+
+    def test_index_labels_and_widths(self, data):
+        from keras_hash import HammingIndex
+
+        index = HammingIndex(16)
+        index.add(data["database_codes"])
+        common = dict(query_codes=data["query_codes"], database=index)
+        with pytest.raises(ValueError, match="has 19 rows but there are 20"):
+            evaluation.RetrievalEvaluator(
+                **common,
+                query_labels=data["query_labels"],
+                database_labels=data["database_labels"][:19],
+            )
+        wide = HammingIndex(32)
+        wide.add(np.zeros((20, 4), np.uint8))
+        with pytest.raises(ValueError, match="2 bytes wide, database_codes 4"):
+            evaluation.RetrievalEvaluator(
+                query_codes=data["query_codes"],
+                query_labels=data["query_labels"],
+                database=wide,
+                database_labels=data["database_labels"],
+            )
+        with pytest.raises(ValueError, match="database_codes is empty"):
+            evaluation.RetrievalEvaluator(
+                query_codes=data["query_codes"],
+                query_labels=data["query_labels"],
+                database=HammingIndex(16),
+                database_labels=data["database_labels"][:0],
+            )
+
+    def test_pm_one_multi_hot_labels(self, data):
+        rng = np.random.default_rng(0)
+        data["query_labels"] = rng.choice([-1, 1], size=(4, 3))
+        data["database_labels"] = rng.choice([-1, 1], size=(20, 3))
+        with pytest.raises(ValueError, match="query_labels must hold only 0 and 1"):
+            evaluation.RetrievalEvaluator(**data)
+        with pytest.raises(ValueError, match="Convert ±1 labels"):
+            evaluation.mean_average_precision(**data)
+
+    def test_label_shapes(self, data):
+        data["database_labels"] = np.zeros((20, 2, 2), int)
+        with pytest.raises(ValueError, match=r"database_labels must be .*\(20, 2, 2\)"):
+            evaluation.RetrievalEvaluator(**data)
+
+    def test_keyword_only(self, data):
+        with pytest.raises(TypeError):
+            evaluation.RetrievalEvaluator(*data.values())
