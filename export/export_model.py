@@ -20,6 +20,7 @@ import os
 from absl import app, flags
 
 from keras_hash import export
+from keras_hash.recipes import airbench  # noqa: F401 - registers whitened_cnn's layers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Trained model file (.keras) saved by model.save.")

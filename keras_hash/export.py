@@ -80,7 +80,9 @@ def load_hash_model(path: str | os.PathLike) -> HashModel:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:
         raise ValueError(
-            f"could not load a Keras model from {path!r}: {error}"
+            f"could not load a Keras model from {path!r}: {error} (a model "
+            "with layers of keras_hash.recipes, such as whitened_cnn, needs "
+            "`import keras_hash.recipes.airbench` first)"
         ) from error
     if not isinstance(model, HashModel):
         raise TypeError(

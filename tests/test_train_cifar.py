@@ -51,39 +51,21 @@ def check_ok(result):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_help_documents_every_flag():
+def test_help_documents_every_recipe_setting():
+    from keras_hash.recipes import presets
+
     # absl prints the usage and exits with status 1 after --help.
     text = run_script("--help").stdout
     assert "examples/train_cifar.py:" in text
-    for flag in (
-        "method",
-        "bits",
-        "protocol",
-        "epochs",
-        "batch_size",
-        "backbone",
-        "weights",
-        "data_dir",
-        "output_dir",
-        "seed",
-        "quick",
-        "precision",
-        "inner_product_scale",
-        "pretrain_epochs",
-        "finetune_learning_rate",
-        "finetune_backbone",
-        "cache_features",
-        "flip_average",
-        "translate_average",
-        "crop_padding",
-        "cutout",
-    ):
+    names = (*presets.field_names(), "preset", "quick", "data_dir", "output_dir")
+    for flag in names:
         assert f"--{flag}:" in text or f"--[no]{flag}:" in text, flag
 
 
-def test_quick_run_writes_metrics_plots_model_and_exports(data_dir, tmp_path):
+def test_quick_run_of_the_default_preset_writes_everything(data_dir, tmp_path):
+    from keras_hash.recipes import presets
+
     out = tmp_path / "run"
-    started = time.perf_counter()
     result = run_script(
         "--quick",
         f"--data_dir={data_dir}",
@@ -92,26 +74,51 @@ def test_quick_run_writes_metrics_plots_model_and_exports(data_dir, tmp_path):
         *SMALL,
     )
     check_ok(result)
-    assert time.perf_counter() - started < 90
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("map", "precision_radius_2", "bits", "method", "protocol"):
-        assert key in metrics
-    assert (metrics["bits"], metrics["method"], metrics["protocol"]) == (
-        16,
-        "hashnet",
-        "dhn",
-    )
+    expected = presets.get("cifar10-2", quick=True).to_dict()
+    expected.update(bits=16, batch_size=12, query_per_class=4, train_per_class=12)
+    assert metrics["config"] == expected
     assert 0.0 <= metrics["map"] <= 1.0
     assert 0.0 <= metrics["precision_radius_2"] <= 1.0
-    assert metrics["train_seconds"] > 0
-    assert metrics["hash_iterations"] == 3  # 1 epoch of 36 images / 12
-    for name in ("pr_curve.png", "precision_at_n.png", "hamming_histogram.png"):
+    assert 0 < metrics["pretrain_seconds"] < metrics["train_seconds"]
+    # The quick preset's one hashing epoch: 36 cached features in batches of 12.
+    assert metrics["hash_iterations"] == 3
+    names = ("pr_curve.png", "precision_at_n.png", "hamming_histogram.png")
+    for name in (*names, "gallery.png"):
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.size[0] > 100
     assert (out / "model.keras").stat().st_size > 0
+    assert (out / "database.index").stat().st_size > 0
     assert (out / "serving" / "hashnet" / "1" / "saved_model.pb").exists()
     assert (out / "model.tflite").stat().st_size > 0
-    assert not (out / "backup").exists()
+    assert not (out / "state").exists() and not (out / "run_config.json").exists()
+    check_quick_model(out)
+
+
+def check_quick_model(out):
+    """The default preset's model: frozen whitened_cnn, averaged codes, exports."""
+    import keras
+    import tensorflow as tf
+
+    import keras_hash
+    from keras_hash.recipes import airbench  # noqa: F401 - registers its layers
+
+    model = keras.saving.load_model(out / "model.keras")
+    assert isinstance(model, keras_hash.HashNet) and not model.backbone.trainable
+    assert model.flip_average and model.translate_average
+    assert not model.losses  # the pre-training L2 is gone
+    assert int(model.optimizer.iterations) == 3
+    # Only the hash layer trained: its kernel and bias, the BatchNorm's scale
+    # and offset. Pre-trained on any size, saved for the images' own size.
+    assert len(model.trainable_weights) == 4
+    assert model.backbone.input_shape == (None, 32, 32, 3)
+    # The export averages flips and translations as the model does.
+    serving = tf.saved_model.load(str(out / "serving" / "hashnet" / "1"))
+    encode = serving.signatures["serving_default"]
+    image = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("f4")
+    for x in (image, image[:, :, ::-1].copy()):
+        served = next(iter(encode(images=tf.constant(x)).values())).numpy()
+        np.testing.assert_array_equal(served, model.encode(x))
 
 
 def test_dhn_run_trains_with_the_given_inner_product_scale(data_dir, tmp_path):
@@ -121,6 +128,7 @@ def test_dhn_run_trains_with_the_given_inner_product_scale(data_dir, tmp_path):
 
     out = tmp_path / "dhn"
     flags = [
+        "--preset=scratch",
         "--method=dhn",
         "--inner_product_scale=0.25",
         "--noexport",
@@ -131,7 +139,8 @@ def test_dhn_run_trains_with_the_given_inner_product_scale(data_dir, tmp_path):
     )
     check_ok(result)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert (metrics["method"], metrics["inner_product_scale"]) == ("dhn", 0.25)
+    assert metrics["config"]["method"] == "dhn"
+    assert metrics["config"]["inner_product_scale"] == 0.25
     model = keras.saving.load_model(out / "model.keras")
     assert isinstance(model, keras_hash.DHN)
     assert isinstance(model.loss, keras_hash.DHNLoss) and model.loss.scale == 0.25
@@ -147,7 +156,7 @@ def test_killed_run_resumes_at_the_backed_up_step(data_dir, tmp_path):
     assert expected["hash_iterations"] == 60
 
     out = tmp_path / "killed"
-    backup_info = out / "backup" / "backup.json"
+    backup_info = out / "state" / "hashing" / "backup.json"
     killed_at = kill_after_first_backup([*flags, f"--output_dir={out}"], backup_info)
     assert not (out / "metrics.json").exists()
     assert 4 <= killed_at < 60
@@ -156,7 +165,7 @@ def test_killed_run_resumes_at_the_backed_up_step(data_dir, tmp_path):
     check_ok(resumed)
     start = json.loads((out / "metrics.json").read_text())["resumed_from_step"]
     assert killed_at <= start < 60 and (start % 4 == 0 or start % 6 == 0)
-    assert f"Resuming from the backup at step {start} / 60" in resumed.stdout
+    assert f"Resuming hashing at step {start} / 60" in resumed.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["hash_iterations"] == 60
     assert metrics["beta"] == expected["beta"]
@@ -168,6 +177,7 @@ def test_killed_run_resumes_at_the_backed_up_step(data_dir, tmp_path):
 def resumable_run_flags(data_dir, *extra):
     """A tiny float32 run in batches of 6 (36 images), backed up every 4 steps."""
     return [
+        "--preset=scratch",
         f"--data_dir={data_dir}",
         *SMALL,
         "--batch_size=6",
@@ -181,6 +191,12 @@ def resumable_run_flags(data_dir, *extra):
 
 def kill_after_first_backup(command_flags, backup_info, timeout=120):
     """Starts the script, SIGKILLs it once a backup exists; returns its step."""
+    kill_when_exists(command_flags, backup_info, timeout)
+    return json.loads(backup_info.read_text())["step"]
+
+
+def kill_when_exists(command_flags, path, timeout=120):
+    """Starts the script and SIGKILLs it as soon as ``path`` exists."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen(
         [sys.executable, SCRIPT, *command_flags],
@@ -191,16 +207,15 @@ def kill_after_first_backup(command_flags, backup_info, timeout=120):
     )
     deadline = time.monotonic() + timeout
     try:
-        while not backup_info.exists():
-            assert process.poll() is None, "finished before the first backup"
-            assert time.monotonic() < deadline, "no backup written in time"
+        while not path.exists():
+            assert process.poll() is None, f"finished before writing {path.name}"
+            assert time.monotonic() < deadline, f"{path.name} not written in time"
             time.sleep(0.01)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
-    return json.loads(backup_info.read_text())["step"]
 
 
 def assert_same_weights(path_a, path_b):
@@ -223,149 +238,73 @@ def test_run_killed_while_pretraining_resumes_there(data_dir, tmp_path):
     reference = run_script(*flags, f"--output_dir={tmp_path / 'reference'}")
     check_ok(reference)
     expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
-    assert expected["pretrain_epochs"] == 4 and expected["hash_iterations"] == 12
+    assert expected["config"]["pretrain_epochs"] == 4
+    assert expected["hash_iterations"] == 12
     assert 0 < expected["pretrain_seconds"] < expected["train_seconds"]
-    assert not (tmp_path / "reference" / "pretrained_backbone.weights.h5").exists()
+    assert not (tmp_path / "reference" / "state").exists()
 
     out = tmp_path / "killed"
-    backup_info = out / "pretrain" / "backup.json"
+    backup_info = out / "state" / "pretraining" / "backup.json"
     killed_at = kill_after_first_backup([*flags, f"--output_dir={out}"], backup_info)
     assert 4 <= killed_at < 24
-    assert not (out / "pretrained_backbone.weights.h5").exists()
+    assert not (out / "state" / "pretrained_backbone.weights.h5").exists()
 
     resumed = run_script(*flags, f"--output_dir={out}")
     check_ok(resumed)
-    assert "Resuming from the backup at step" in resumed.stdout
-    assert not (out / "pretrain").exists() and not (out / "backup").exists()
+    assert "Resuming pretraining at step" in resumed.stdout
+    assert not (out / "state").exists()
     assert_same_weights(tmp_path / "reference" / "model.keras", out / "model.keras")
 
 
 def test_rerun_with_other_training_flags_refuses_to_resume(data_dir, tmp_path):
     out = tmp_path / "run"
     flags = resumable_run_flags(data_dir, "--epochs=10", f"--output_dir={out}")
-    kill_after_first_backup(flags, out / "backup" / "backup.json")
+    backup_info = out / "state" / "hashing" / "backup.json"
+    kill_after_first_backup(flags, backup_info)
     other = run_script(*flags, "--bits=32", "--learning_rate=0.1")
     assert other.returncode != 0
-    assert "--bits=16 (now 32), --learning_rate=0.05 (now 0.1)" in other.stderr
-    assert (out / "backup" / "backup.json").exists()  # left for the right rerun
+    assert "bits=16 (now 32), learning_rate=0.05 (now 0.1)" in other.stderr
+    assert backup_info.exists()  # left for the right rerun
     resumed = run_script(*flags)
     check_ok(resumed)
-    assert "Resuming from the backup at step" in resumed.stdout
-    assert not (out / "training_flags.json").exists()
+    assert "Resuming hashing at step" in resumed.stdout
+    assert not (out / "run_config.json").exists()
+
+
+def test_run_killed_after_training_evaluates_without_training_again(data_dir, tmp_path):
+    # A kill during evaluation or export must not lose the trained model.
+    flags = resumable_run_flags(data_dir, "--epochs=2")
+    reference = run_script(*flags, f"--output_dir={tmp_path / 'reference'}")
+    check_ok(reference)
+    out = tmp_path / "killed"
+    trained = out / "state" / "hashed_model.weights.h5"
+    kill_when_exists([*flags, f"--output_dir={out}"], trained)
+    assert trained.exists() and not (out / "metrics.json").exists()
+    resumed = run_script(*flags, f"--output_dir={out}")
+    check_ok(resumed)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["reused_trained_model"] is True
+    assert "Epoch" not in resumed.stdout
+    assert_same_weights(tmp_path / "reference" / "model.keras", out / "model.keras")
+    assert not (out / "state").exists()
 
 
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--pretrain_low_res_epochs=3"], "between 0 and --pretrain_epochs=2"),
-        (["--low_res_size=16", "--backbone=whitened_cnn"], "--low_res_size >= 24"),
+        (["--pretrain_low_res_epochs=3"], "between 0 and pretrain_epochs=2"),
+        (["--bits=12"], "multiple of 8"),
+        (["--method=dpsh"], "method must be one of hashnet, dhn"),
+        (["--finetune_backbone"], "cache_features trains the hash layer"),
     ],
 )
-def test_bad_low_res_flags_are_named(data_dir, tmp_path, flags, message):
+def test_bad_recipe_flags_are_named(data_dir, tmp_path, flags, message):
     result = run_script(
         f"--data_dir={data_dir}",
         f"--output_dir={tmp_path}",
-        *SMALL,
         "--pretrain_epochs=2",
-        "--pretrain_low_res_epochs=1",
-        *flags,
-    )
-    assert result.returncode != 0 and message in result.stderr
-
-
-@pytest.mark.parametrize("flags", [["--pretrain_epochs=1"], ["--nofinetune_backbone"]])
-def test_cache_features_without_a_frozen_pretrained_backbone_is_refused(
-    data_dir, tmp_path, flags
-):
-    result = run_script(
-        f"--data_dir={data_dir}",
-        f"--output_dir={tmp_path}",
-        *SMALL,
-        "--cache_features",
         *flags,
     )
     assert result.returncode != 0
-    assert "needs --pretrain_epochs > 0 and --nofinetune_backbone" in result.stderr
-
-
-def test_cache_features_trains_the_hash_layer_on_frozen_features(data_dir, tmp_path):
-    import keras
-
-    import keras_hash
-
-    out = tmp_path / "cached"
-    flags = [
-        "--backbone=whitened_cnn",
-        "--pretrain_epochs=1",
-        "--precision=float32",
-        "--batch_size=12",
-        "--nofinetune_backbone",
-        "--cache_features",
-        "--epochs=4",
-        "--noexport",
-    ]
-    result = run_script(
-        "--quick", f"--data_dir={data_dir}", f"--output_dir={out}", *SMALL, *flags
-    )
-    check_ok(result)
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["cache_features"] is True
-    # 4 epochs of 36 training features in batches of 12.
-    assert metrics["hash_iterations"] == metrics["steps"] == 12
-    assert metrics["beta"] == 1.0  # HashNet's beta first grows at step 200
-    assert 0 < metrics["pretrain_seconds"] < metrics["train_seconds"]
-    model = keras.saving.load_model(out / "model.keras")
-    assert isinstance(model, keras_hash.HashNet) and not model.backbone.trainable
-    assert int(model.optimizer.iterations) == 12
-    # Only the hash layer trained: its kernel and bias, the BatchNorm's scale
-    # and offset.
-    assert len(model.trainable_weights) == 4
-    assert not (out / "backup").exists() and not (out / "pretrain").exists()
-
-
-def test_whitened_cnn_run_pretrains_with_airbench_recipe_and_exports(
-    data_dir, tmp_path
-):
-    import keras
-    import tensorflow as tf
-
-    import keras_hash
-
-    out = tmp_path / "whitened"
-    flags = [
-        "--backbone=whitened_cnn",
-        "--pretrain_epochs=2",
-        "--pretrain_low_res_epochs=1",
-        "--precision=float32",
-        "--batch_size=12",
-        "--nofinetune_backbone",
-        "--flip_average",
-        "--translate_average",
-        "--cutout=8",
-    ]
-    result = run_script(
-        "--quick", f"--data_dir={data_dir}", f"--output_dir={out}", *SMALL, *flags
-    )
-    check_ok(result)
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["backbone"] == "whitened_cnn" and metrics["pretrain_epochs"] == 2
-    assert (metrics["pretrain_low_res_epochs"], metrics["low_res_size"]) == (1, 24)
-    assert metrics["cutout"] == 8
-    assert 0 < metrics["pretrain_seconds"] < metrics["train_seconds"]
-    model = keras.saving.load_model(out / "model.keras")
-    assert isinstance(model, keras_hash.HashNet)
-    assert not model.losses  # the pre-training L2 is gone
-    assert not model.backbone.get_layer("whiten").trainable_weights
-    # Pre-trained on any size, saved and exported for the images' own size.
-    assert model.backbone.input_shape == (None, 32, 32, 3)
-    assert metrics["finetune_backbone"] is False and metrics["flip_average"] is True
-    assert not model.backbone.trainable and model.flip_average
-    assert metrics["translate_average"] is True and model.translate_average
-    # The export averages flips and translations as the model does.
-    serving = tf.saved_model.load(str(out / "serving" / "hashnet" / "1"))
-    encode = serving.signatures["serving_default"]
-    image = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("f4")
-    for x in (image, image[:, :, ::-1].copy()):
-        served = next(iter(encode(images=tf.constant(x)).values())).numpy()
-        np.testing.assert_array_equal(served, model.encode(x))
-    assert (out / "model.tflite").stat().st_size > 0
+    assert "Bad recipe" in result.stderr and message in result.stderr
+    assert not os.listdir(tmp_path)

@@ -44,17 +44,18 @@ def write_all(results: dict, images, split, output_dir: str, seed: int) -> dict:
     count = min(HISTOGRAM_QUERIES, len(split.query))
     chosen = np.sort(rng.choice(len(split.query), count, replace=False))
     distances = keras_hash.hamming_distance(codes["query"][chosen], codes["database"])
-    relevant = labels_lib.relevance(labels[split.query][chosen], labels[split.database])
+    relevance = labels_lib.Relevance(labels_lib.check_labels(labels[split.database]))
+    relevant = relevance(labels_lib.check_labels(labels[split.query][chosen]))
     paths["plots"] = _plots(results, distances.ravel(), relevant.ravel(), output_dir)
     shown = chosen[:GALLERY_QUERIES]
-    paths["gallery"] = visualization.retrieval_gallery(
+    paths["gallery"] = visualization.search_gallery(
         query_images=images[split.query][shown],
-        query_labels=labels[split.query][shown],
-        index=index,
         query_codes=codes["query"][shown],
+        query_labels=labels[split.query][shown],
         database_images=images[split.database],
         database_labels=labels[split.database],
         path=os.path.join(output_dir, "gallery.png"),
+        index=index,
     )
     return paths
 
