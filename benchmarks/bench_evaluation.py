@@ -1,4 +1,4 @@
-"""Benchmark: keras_hash.evaluation mAP against the research-code formulation.
+"""Benchmark: keras_hash.metrics mAP against the research-code formulation.
 
 The reference is how HashNet/DHN evaluation code computes mAP: float inner
 products of ±1 codes per query, ``argsort`` of the Hamming distances (here

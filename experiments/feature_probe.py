@@ -97,7 +97,7 @@ def probe_accuracy(train_x, train_y, query_x, query_y, epochs):
 def ranked_map(query, database, query_y, database_y, top_k, chunk=256):
     """mAP of ranking the database by ``query @ database.T``, descending.
 
-    AP@K as in :mod:`keras_hash.evaluation` (normalized by the relevant
+    AP@K as in :mod:`keras_hash.metrics` (normalized by the relevant
     items in the top K, ties by database index, empty queries score 0),
     written independently for real-valued scores.
     """

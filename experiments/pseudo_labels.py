@@ -2,7 +2,7 @@
 
 Semi-supervised and transductive: the database's images (never its labels)
 join the training. Trains ``whitened_cnn`` as an airbench classifier
-(:mod:`keras_hash.pretraining`) for ``--epochs`` on the protocol's training
+(:mod:`keras_hash.recipes.airbench`) for ``--epochs`` on the protocol's training
 split, labels the database with its mirror-averaged predictions, keeps the
 ``--per_class`` most confident images of each predicted class, then trains
 ``--student_epochs`` on the labelled and pseudo-labelled images together:

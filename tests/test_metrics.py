@@ -1,4 +1,4 @@
-"""Tests for keras_hash.evaluation against plain brute-force references."""
+"""Tests for keras_hash.metrics against plain brute-force references."""
 
 import itertools
 

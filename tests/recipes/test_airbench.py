@@ -1,4 +1,4 @@
-"""Tests for keras_hash.pretraining: airbench's schedule, loss and recipe."""
+"""Tests for keras_hash.recipes.airbench: airbench's schedule, loss and recipe."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Tests of keras_hash.precision: the dtype policy chosen per machine."""
+"""Tests of keras_hash.recipes.precision: the dtype policy chosen per machine."""
 
 import pytest
 
