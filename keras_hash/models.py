@@ -12,12 +12,17 @@ from keras_hash.layers import HashLayer
 from keras_hash.losses import DHNLoss, HashNetLoss
 
 
+@keras.saving.register_keras_serializable(package="keras_hash")
 class HashModel(keras.Model):
     """A backbone that maps images to features, followed by a :class:`HashLayer`.
 
     Calling the model gives the continuous codes ``tanh(beta * z)`` that the
     pairwise losses train; :meth:`encode` gives packed binary codes. Use
     :class:`HashNet` or :class:`DHN`, or subclass and set ``default_loss``.
+    A plain ``HashModel`` has no default loss: ``compile()`` then raises a
+    ``ValueError`` asking for one, e.g.
+    ``compile(loss=keras_hash.HashNetLoss())``. It saves and loads like the
+    method classes (``model.save("m.keras")``, ``keras.saving.load_model``).
 
     Args:
         backbone: any Keras model or layer mapping a batch of images to a batch
@@ -28,7 +33,12 @@ class HashModel(keras.Model):
         bits: number of bits K (a multiple of 8 to :meth:`encode`).
         beta_schedule: the hash layer's schedule for ``beta``.
         normalize: batch-normalize the hash layer's ``z`` before ``tanh``
-            (see :class:`keras_hash.HashLayer`). Defaults to ``False``.
+            (see :class:`keras_hash.HashLayer`). Defaults to ``True``: with
+            it, HashNet and DHN with small conv backbones trained from
+            scratch reach mAP 0.94 to 0.99 on scikit-learn's digits with
+            Adam or SGD, against 0.10 to 0.85 without
+            (``docs/defaults.md``). ``False`` is the papers' plain
+            ``tanh(beta * z)``.
         flip_average: at inference, use the mean of the features of each
             image and of its left-right mirror (test-time augmentation for
             ``[N, H, W, C]`` images; it doubles the cost of encoding and of
@@ -51,7 +61,7 @@ class HashModel(keras.Model):
         backbone,
         bits: int,
         beta_schedule="hashnet",
-        normalize=False,
+        normalize=True,
         flip_average=False,
         translate_average=False,
         **kwargs,
@@ -134,6 +144,12 @@ class HashModel(keras.Model):
     def compile(self, optimizer="adam", loss="auto", **kwargs):
         """Like ``keras.Model.compile``; ``loss="auto"`` uses the method's loss."""
         if isinstance(loss, str) and loss == "auto":
+            if self.default_loss is None:
+                raise ValueError(
+                    f"{type(self).__name__} has no default loss: pass one, e.g. "
+                    "compile(loss=keras_hash.HashNetLoss()), or use "
+                    "keras_hash.HashNet or keras_hash.DHN"
+                )
             loss = self.default_loss()
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
@@ -306,6 +322,8 @@ class HashModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        # Configs without the key were written when the default was False.
+        config.setdefault("normalize", False)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         config["beta_schedule"] = keras.saving.deserialize_keras_object(
             config["beta_schedule"]

@@ -16,7 +16,7 @@ def small_model(layer, features=6):
 
 
 def test_output_is_tanh_of_beta_times_projection():
-    layer = keras_hash.HashLayer(16, beta_schedule=2.5)
+    layer = keras_hash.HashLayer(16, beta_schedule=2.5, normalize=False)
     x = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
     out = keras.ops.convert_to_numpy(layer(x))
     kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
@@ -87,6 +87,20 @@ def test_config_round_trip():
     assert restored.bits == 24 and restored.normalize
     assert restored.beta_schedule.get_config() == layer.beta_schedule.get_config()
     assert isinstance(restored.kernel_regularizer, keras.regularizers.L2)
+
+
+def test_normalize_is_the_default_and_old_configs_load_unnormalized():
+    layer = keras_hash.HashLayer(8)
+    assert layer.normalize and layer.normalization is not None
+    assert layer.get_config()["normalize"] is True
+    config = layer.get_config()
+    del config["normalize"]  # as written before normalize=True became the default
+    old = keras_hash.HashLayer.from_config(config)
+    assert old.normalize is False and old.normalization is None
+    unnormalized = keras_hash.HashLayer(8, normalize=False)
+    assert unnormalized.normalization is None
+    restored = keras_hash.HashLayer.from_config(unnormalized.get_config())
+    assert restored.normalize is False
 
 
 def reference_batch_norm(z, mean, var, gamma, offset, epsilon=1e-3):

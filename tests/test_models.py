@@ -21,11 +21,20 @@ def images(n=20, seed=0):
     return np.random.default_rng(seed).normal(size=(n, 8, 8, 1)).astype(np.float32)
 
 
+def reference_z(layer, features):
+    """The hash layer's z in numpy, through its BatchNorm's moving statistics."""
+    z = features @ layer.kernel.numpy() + layer.bias.numpy()
+    bn = layer.normalization
+    if bn is not None:
+        variance = bn.moving_variance.numpy() + bn.epsilon
+        z = (z - bn.moving_mean.numpy()) / np.sqrt(variance)
+        z = z * bn.gamma.numpy() + bn.beta.numpy()
+    return z
+
+
 def reference_codes(model, x):
     """np.packbits of z >= 0, with z computed outside the model's encode path."""
-    features = model.backbone.predict(x, verbose=0)
-    kernel, bias = model.hash_layer.kernel.numpy(), model.hash_layer.bias.numpy()
-    z = features @ kernel + bias
+    z = reference_z(model.hash_layer, model.backbone.predict(x, verbose=0))
     return np.packbits(z >= 0, axis=-1)
 
 
@@ -56,6 +65,94 @@ def test_default_losses_and_schedules():
     assert isinstance(dhn.hash_layer.beta_schedule, keras_hash.ConstantBeta)
     hashnet.compile(loss=keras_hash.DHNLoss())
     assert isinstance(hashnet.loss, keras_hash.DHNLoss)
+
+
+def test_plain_hash_model_needs_a_loss():
+    model = keras_hash.HashModel(conv_backbone(), bits=16)
+    with pytest.raises(ValueError, match="HashModel has no default loss"):
+        model.compile()
+    model.compile(optimizer="adam", loss=keras_hash.HashNetLoss())
+    assert isinstance(model.loss, keras_hash.HashNetLoss)
+
+
+def test_normalize_is_the_default_of_every_model():
+    for cls in (keras_hash.HashModel, keras_hash.HashNet, keras_hash.DHN):
+        assert cls(conv_backbone(), bits=16).hash_layer.normalize is True
+        unnormalized = cls(conv_backbone(), bits=16, normalize=False)
+        assert unnormalized.hash_layer.normalization is None
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize(
+    "cls", [keras_hash.HashModel, keras_hash.HashNet, keras_hash.DHN]
+)
+def test_models_round_trip_through_a_keras_file(cls, normalize, tmp_path):
+    model = cls(conv_backbone(), bits=16, beta_schedule=2.0, normalize=normalize)
+    model.compile(optimizer="adam", loss=keras_hash.DHNLoss(scale=0.25))
+    x, labels = images(16), np.arange(16) % 3
+    model.fit(x, labels, batch_size=8, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    restored = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert type(restored) is cls
+    config, restored_config = model.get_config(), restored.get_config()
+    assert restored_config.pop("backbone")["class_name"] == "Sequential"
+    config.pop("backbone")  # its weights are compared through the outputs
+    assert restored_config == config
+    assert restored.hash_layer.normalize is normalize
+    np.testing.assert_array_equal(
+        restored.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
+    np.testing.assert_array_equal(restored.encode(x), reference_codes(model, x))
+    assert isinstance(restored.loss, keras_hash.DHNLoss) and restored.loss.scale == 0.25
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_hash_layer_round_trips_through_serialization(normalize):
+    layer = keras_hash.HashLayer(16, beta_schedule=1.5, normalize=normalize)
+    x = images(4).reshape(4, -1)
+    layer.build(x.shape)
+    config = keras.saving.serialize_keras_object(layer)
+    assert config["registered_name"] == "keras_hash>HashLayer"
+    restored = keras.saving.deserialize_keras_object(config)
+    assert type(restored) is keras_hash.HashLayer
+    assert restored.get_config() == layer.get_config()
+    assert restored.built  # from the serialized build config
+    restored.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(restored(x).numpy(), layer(x).numpy())
+
+
+def loss_values(loss):
+    labels = np.array([0, 1, 0, 2, 1, 1])
+    codes = np.tanh(np.random.default_rng(7).normal(size=(6, 16)))
+    return keras.ops.convert_to_numpy(loss(labels, codes.astype(np.float32)))
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        keras_hash.HashNetLoss(),
+        keras_hash.HashNetLoss(alpha=0.3, reduction="sum"),
+        keras_hash.DHNLoss(scale=0.25, quantization_weight=2.0),
+        keras_hash.ConstantBeta(3.0),
+        keras_hash.HashNetContinuation(init=2.0, gamma=0.1, power=0.7, step_size=3),
+    ],
+    ids=lambda obj: type(obj).__name__,
+)
+def test_losses_and_schedules_round_trip_through_serialization(obj):
+    config = keras.saving.serialize_keras_object(obj)
+    assert config["registered_name"] == f"keras_hash>{type(obj).__name__}"
+    restored = keras.saving.deserialize_keras_object(config)
+    assert type(restored) is type(obj) and restored is not obj
+    assert restored.get_config() == obj.get_config()
+    if isinstance(obj, keras.losses.Loss):
+        np.testing.assert_array_equal(loss_values(restored), loss_values(obj))
+    else:
+        steps = np.array([0, 1, 5, 100, 10_000])
+        values = [float(obj(t)) for t in steps]
+        assert [float(restored(t)) for t in steps] == values
+        assert len(set(values)) == (
+            1 if isinstance(obj, keras_hash.ConstantBeta) else 4
+        )
 
 
 @pytest.mark.parametrize("normalize", [False, True])
@@ -102,7 +199,7 @@ def test_flip_average_encodes_the_mean_of_image_and_mirror_features():
         + model.backbone.predict(x[:, :, ::-1].copy(), verbose=0)
     ) / 2
     np.testing.assert_allclose(model.features(x).numpy(), features, atol=1e-5)
-    z = features @ model.hash_layer.kernel.numpy() + model.hash_layer.bias.numpy()
+    z = reference_z(model.hash_layer, features)
     np.testing.assert_allclose(model.code_logits(x).numpy(), z, atol=1e-5)
     np.testing.assert_array_equal(model.encode(x), np.packbits(z >= 0, axis=-1))
     # An image and its mirror get the same code; without averaging they differ.
@@ -181,7 +278,7 @@ def test_translate_average_weights_the_image_and_two_shifts(flip):
         + features(shifted_by_reflection(x, -1, -1)) / 4
     )
     np.testing.assert_allclose(model.features(x).numpy(), expected, atol=1e-5)
-    z = expected @ model.hash_layer.kernel.numpy() + model.hash_layer.bias.numpy()
+    z = reference_z(model.hash_layer, expected)
     np.testing.assert_array_equal(model.encode(x), np.packbits(z >= 0, axis=-1))
     # Training sees the plain image.
     plain = keras_hash.HashNet(model.backbone, bits=16)
