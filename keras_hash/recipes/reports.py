@@ -47,7 +47,7 @@ def write_all(results: dict, images, split, output_dir: str, seed: int) -> dict:
     relevance = labels_lib.Relevance(labels_lib.check_labels(labels[split.database]))
     relevant = relevance(labels_lib.check_labels(labels[split.query][chosen]))
     paths["plots"] = _plots(results, distances.ravel(), relevant.ravel(), output_dir)
-    shown = chosen[:GALLERY_QUERIES]
+    shown = _one_per_class(labels[split.query], rng)
     paths["gallery"] = visualization.search_gallery(
         query_images=images[split.query][shown],
         query_codes=codes["query"][shown],
@@ -58,6 +58,16 @@ def write_all(results: dict, images, split, output_dir: str, seed: int) -> dict:
         index=index,
     )
     return paths
+
+
+def _one_per_class(query_labels, rng) -> np.ndarray:
+    """Up to :data:`GALLERY_QUERIES` random queries, of distinct labels first."""
+    order = rng.permutation(len(query_labels))
+    keys = [np.asarray(query_labels[i]).tobytes() for i in order]
+    _, first = np.unique(keys, return_index=True)
+    distinct = order[np.sort(first)]
+    rest = np.setdiff1d(order, distinct, assume_unique=True)
+    return np.concatenate([distinct, rest])[:GALLERY_QUERIES]
 
 
 def _plots(results, distances, relevant, output_dir: str) -> list:
