@@ -21,7 +21,19 @@ the codes of ``model.encode`` in the bit order of
 Both writers build the graph with ``keras.export.ExportArchive`` and are
 atomic: they write a temporary sibling and rename it into place, so an
 interrupted export leaves no half-written version directory (TF Serving only
-loads directories whose names are numbers; the temporary one is not).
+loads directories whose names are numbers; the temporary one is not). Files
+and folders get the permissions of the process umask (``0644`` and ``0755``
+under the usual ``022``), so a server running as another user can read
+them; see :mod:`keras_hash.files`.
+
+Non-finite pixels (NaN, Inf) would silently give meaningless codes, so they
+are refused wherever an error can be raised: the SavedModel signatures fail
+with ``InvalidArgumentError`` ("images contain NaN or Inf"),
+:class:`TFLiteEncoder` and ``representative_images`` raise ``ValueError``
+before the interpreter or converter sees them. A ``.tflite`` graph cannot
+raise, and its outputs are kept as documented (``codes`` only), so a program
+that runs the file with its own interpreter must check its images
+(``np.isfinite(images).all()``) itself.
 
 Codes are packed by :func:`keras_hash.codes.pack_codes_tensor`, in int32
 arithmetic (``cast(z >= 0) * [128, ..., 1]`` and a sum): full-int8 conversion
@@ -42,7 +54,6 @@ codes = export.TFLiteEncoder("hashnet_int8.tflite").encode(images)
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable
 
@@ -51,7 +62,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hash.codes import check_bits, pack_codes_tensor
-from keras_hash.files import write_atomic
+from keras_hash.files import write_atomic, write_directory_atomic
 from keras_hash.models import HashModel
 
 SERVING_SIGNATURE = "serving_default"
@@ -61,6 +72,7 @@ CODES_OUTPUT = "codes"
 LOGITS_OUTPUT = "logits"
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 #: Image dtypes :func:`check_images` accepts; uint8 is cast losslessly.
+NON_FINITE_MESSAGE = "images contain NaN or Inf: their codes would be meaningless"
 IMAGE_DTYPES = ("float32", "uint8")
 
 
@@ -110,15 +122,21 @@ def image_spec(model: HashModel) -> tf.TensorSpec:
     return tf.TensorSpec((None, *shape[1:]), tf.as_dtype(dtype), name=INPUT_NAME)
 
 
-def _archive(model: HashModel, with_logits: bool) -> keras.export.ExportArchive:
+def _archive(
+    model: HashModel, with_logits: bool, check_finite: bool = True
+) -> keras.export.ExportArchive:
     spec = image_spec(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
+    check_finite = check_finite and spec.dtype.is_floating
 
     def logits(images):
         # Signature wrappers do not check shapes: a wrong image size could
         # otherwise run (e.g. through Flatten after pooling) and return junk.
-        return model.code_logits(tf.ensure_shape(images, spec.shape))
+        images = tf.ensure_shape(images, spec.shape)
+        if check_finite:  # CheckNumerics is no TFLite builtin: SavedModel only
+            images = tf.debugging.assert_all_finite(images, NON_FINITE_MESSAGE)
+        return model.code_logits(images)
 
     archive.add_endpoint(
         SERVING_SIGNATURE,
@@ -199,14 +217,9 @@ def export_saved_model(
             f"version directory {target!r} already exists; export to a new version"
         )
     archive = _archive(model, with_logits=True)
-    os.makedirs(model_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
-    try:
-        archive.write_out(staging, verbose=False)
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    write_directory_atomic(
+        target, lambda staging: archive.write_out(staging, verbose=False)
+    )
     return target
 
 
@@ -244,6 +257,8 @@ def _check_quantization(quantization: str, representative_images, spec):
             "quantization='int8' needs representative_images: a few hundred "
             "images like those the model will encode, to calibrate activations"
         )
+    # check_images refuses NaN and Inf: the int8 converter would crash the
+    # process on them ("scale out of expressed type range").
     images = check_images(representative_images, spec.shape[1:], spec.dtype.name)
     if len(images) == 0:
         raise ValueError("representative_images is empty")
@@ -321,7 +336,9 @@ def export_tflite(
     spec = image_spec(model)
     images = _check_quantization(quantization, representative_images, spec)
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        _archive(model, with_logits=False).write_out(saved_model_dir, verbose=False)
+        _archive(model, with_logits=False, check_finite=False).write_out(
+            saved_model_dir, verbose=False
+        )
         converter = _converter(saved_model_dir, quantization, images)
         try:
             tflite_model = converter.convert()
@@ -351,6 +368,10 @@ def check_images(images, image_shape: Iterable[int], dtype: str = "float32"):
 
     Returns:
         the images as a C-contiguous numpy array of ``dtype``.
+
+    Raises:
+        ValueError: wrong shape, or a NaN or Inf pixel (the index of the
+            first such image is in the message).
     """
     images = np.asarray(images)
     image_shape = tuple(int(d) for d in image_shape)
@@ -364,7 +385,15 @@ def check_images(images, image_shape: Iterable[int], dtype: str = "float32"):
             f"images must have shape [N, {', '.join(map(str, image_shape))}], "
             f"got shape {images.shape}" + _shape_hint(images.shape, image_shape)
         )
-    return np.ascontiguousarray(images, dtype=dtype)
+    images = np.ascontiguousarray(images, dtype=dtype)
+    if images.dtype.kind == "f" and images.size:
+        finite = np.isfinite(images).all(axis=tuple(range(1, images.ndim)))
+        if not finite.all():
+            raise ValueError(
+                f"{NON_FINITE_MESSAGE} (image {int(np.argmin(finite))} of "
+                f"{len(images)}, {int((~finite).sum())} in all)"
+            )
+    return images
 
 
 def _shape_hint(got: tuple, want: tuple) -> str:

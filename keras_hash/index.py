@@ -24,21 +24,42 @@ Two backends give identical results:
 Codes are kept sorted by id (a stable sort: ids are unique), so "position in
 the index" and "id" order agree and every tie rule is one on positions.
 
-File format (:meth:`HammingIndex.save`): an uncompressed ``.npz`` archive,
-read with ``allow_pickle=False``, holding ``header`` (UTF-8 JSON as uint8),
-``codes`` (uint8 ``[count, bits // 8]``) and ``ids`` (int64 ``[count]``,
-ascending). The header holds ``magic`` (``"keras_hash.HammingIndex"``),
+File format (:meth:`HammingIndex.save`): an uncompressed ``.npz`` archive
+holding exactly three stored (uncompressed) members: ``header.npy`` (UTF-8
+JSON as uint8), ``codes.npy`` (uint8 ``[count, bits // 8]``) and ``ids.npy``
+(little-endian int64 ``[count]``, ascending).
+The header holds ``magic`` (``"keras_hash.HammingIndex"``),
 ``format_version`` (1), ``bits``, ``count`` and ``sha256`` of the codes bytes
 followed by the ids bytes (little-endian). Files are written to a temporary
-file beside the target, then moved into place with ``os.replace``.
+file beside the target, then moved into place with ``os.replace`` (see
+:mod:`keras_hash.files`: permissions of the umask, symlinks written through,
+staging files of killed writers removed).
+
+:meth:`HammingIndex.load` treats the file as untrusted and reads it with
+memory bounded by the file's size: it parses the zip directory and each
+member's ``.npy`` header itself (never ``pickle``), refuses compressed,
+unknown or missing members, other dtypes, Fortran order and any shape that
+disagrees with the JSON header before allocating, and checks the sizes
+declared in the zip against the file and the checksum against the data.
+Any such fault, and any file that is not such an archive (a ``.npy``, a
+text file, a truncated copy), raises ``ValueError``.
+
+Threads: one index may be shared. A readers-writer lock guards it:
+searches, saves and the array properties (``ids``, ``codes``,
+``insertion_order``) run together; an ``add`` or ``reset`` waits for them and
+runs alone (and new readers wait for a waiting writer). Each call sees the
+index wholly before or wholly after a concurrent change, never between.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
+import struct
+import threading
 import zipfile
 from dataclasses import dataclass
 
@@ -61,6 +82,13 @@ FORMAT_VERSION = 1
 _QUERY_BLOCK = 32
 # Database items sampled to guess the k-NN distance limit.
 _SAMPLE = 8192
+#: Largest code length (FAISS keeps dimensions in a C int).
+MAX_BITS = 1 << 30
+#: Range of ids: they are int64.
+MIN_ID, MAX_ID = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+# Members of an index file and their dtypes.
+_MEMBERS = {"header": np.uint8, "codes": np.uint8, "ids": np.dtype("<i8")}
+_MAX_HEADER_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -86,6 +114,13 @@ class RangeResult:
         return len(self.lims) - 1
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The neighbours of query ``i``; ``i < 0`` counts from the end."""
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"query index must be an int, got {i!r}")
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"query index {i} out of range for {n} queries")
+        i = int(i) % n
         lo, hi = self.lims[i], self.lims[i + 1]
         return self.distances[lo:hi], self.ids[lo:hi]
 
@@ -125,10 +160,19 @@ class HammingIndex:
         backend: ``"numpy"``, ``"faiss"`` (needs ``faiss-cpu``) or
             ``"auto"`` (FAISS when importable, else numpy). Defaults to
             ``"auto"``.
+
+    Ids are int64: integers outside ``-2**63 .. 2**63 - 1`` (``uint64``
+    above ``2**63 - 1``, Python ints beyond 64 bits) are refused, never
+    wrapped.
+    One index may be shared by threads (module doc: searches run together,
+    ``add`` and ``reset`` alone).
     """
 
     def __init__(self, bits: int, backend: str = "auto"):
         self._bits = check_bits(bits)
+        if self._bits > MAX_BITS:
+            raise ValueError(f"bits must be at most {MAX_BITS}, got {self._bits}")
+        self._lock = _ReadWriteLock()
         self._backend_name = _resolve_backend(backend)
         self._codes = np.zeros((0, self._bits // 8), np.uint8)
         self._ids = np.zeros(0, np.int64)
@@ -153,7 +197,8 @@ class HammingIndex:
     @property
     def ids(self) -> np.ndarray:
         """Ids of the stored codes, ascending (int64, a copy)."""
-        return self._ids.copy()
+        with self._lock.reading():
+            return self._ids.copy()
 
     @property
     def insertion_order(self) -> np.ndarray:
@@ -165,12 +210,14 @@ class HammingIndex:
         given in insertion order into id order. With default ids the two
         orders agree; after :meth:`load`, insertion order is id order.
         """
-        return self._added.copy()
+        with self._lock.reading():
+            return self._added.copy()
 
     @property
     def codes(self) -> np.ndarray:
         """Stored packed codes in id order (uint8 ``[ntotal, bits // 8]``)."""
-        return self._codes.copy()
+        with self._lock.reading():
+            return self._codes.copy()
 
     def __len__(self) -> int:
         return self.ntotal
@@ -187,11 +234,15 @@ class HammingIndex:
         Args:
             codes: uint8 ``[n, bits // 8]`` packed codes (see
                 :func:`keras_hash.pack_codes`).
-            ids: optional integer ``[n]`` ids, unique across the index.
-                Defaults to ``max(existing ids) + 1`` onwards (``0, 1, ...``
-                on an empty index).
+            ids: optional integer ``[n]`` ids in ``-2**63 .. 2**63 - 1``
+                (int64), unique across the index. Defaults to ``max(existing ids) + 1``
+                onwards (``0, 1, ...`` on an empty index).
         """
         codes = check_packed(codes, bits=self._bits)
+        with self._lock.writing():
+            self._add(codes, ids)
+
+    def _add(self, codes: np.ndarray, ids) -> None:
         ids = self._check_new_ids(ids, len(codes))
         if len(ids) == 0:
             return
@@ -210,6 +261,10 @@ class HammingIndex:
 
     def reset(self) -> None:
         """Removes every code."""
+        with self._lock.writing():
+            self._reset()
+
+    def _reset(self) -> None:
         self._codes = self._codes[:0]
         self._ids = self._ids[:0]
         self._added = self._added[:0]
@@ -224,17 +279,21 @@ class HammingIndex:
 
         Returns:
             ``(distances, ids)``: int32 and int64 arrays ``[q, k]``, each row
-            by distance ascending, ties by id ascending.
+            by distance ascending, ties by id ascending (``[0, k]`` for no
+            queries).
         """
-        queries = self._check_queries(queries)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"k must be an int, got {k!r}")
-        if not 1 <= k <= self.ntotal:
-            raise ValueError(
-                f"k must be between 1 and the index size {self.ntotal}, got {k}"
-            )
-        distances, positions = self._backend.knn(queries, int(k))
-        return distances, self._ids[positions]
+        with self._lock.reading():
+            queries = self._check_queries(queries)
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+                raise TypeError(f"k must be an int, got {k!r}")
+            if not 1 <= k <= self.ntotal:
+                raise ValueError(
+                    f"k must be between 1 and the index size {self.ntotal}, got {k}"
+                )
+            if len(queries) == 0:
+                return np.zeros((0, int(k)), np.int32), np.zeros((0, int(k)), np.int64)
+            distances, positions = self._backend.knn(queries, int(k))
+            return distances, self._ids[positions]
 
     def range_search(self, queries: np.ndarray, radius: int) -> RangeResult:
         """Finds every code within a Hamming radius (inclusive) of each query.
@@ -245,31 +304,40 @@ class HammingIndex:
 
         Returns:
             A :class:`RangeResult` (CSR ``lims``, ``distances``, ``ids``);
-            each query's neighbours come by distance, then id.
+            each query's neighbours come by distance, then id. No queries
+            give an empty result (``lims == [0]``).
         """
-        queries = self._check_queries(queries)
-        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
-            raise TypeError(f"radius must be an int, got {radius!r}")
-        if radius < 0:
-            raise ValueError(f"radius must be >= 0, got {radius}")
-        radius = min(int(radius), self._bits)
-        lims, distances, positions = self._backend.range(queries, radius)
-        return RangeResult(lims, distances, self._ids[positions])
+        with self._lock.reading():
+            queries = self._check_queries(queries)
+            if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
+                raise TypeError(f"radius must be an int, got {radius!r}")
+            if radius < 0:
+                raise ValueError(f"radius must be >= 0, got {radius}")
+            radius = min(int(radius), self._bits)
+            if len(queries) == 0:
+                return RangeResult(
+                    np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
+                )
+            lims, distances, positions = self._backend.range(queries, radius)
+            return RangeResult(lims, distances, self._ids[positions])
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the index to ``path`` atomically (format in the module doc)."""
-        payload = self._codes.tobytes() + self._ids.astype("<i8").tobytes()
+        with self._lock.reading():
+            codes, ids = self._codes, self._ids.astype("<i8")
+        digest = hashlib.sha256(codes.tobytes())
+        digest.update(ids.tobytes())
         header = {
             "magic": MAGIC,
             "format_version": FORMAT_VERSION,
             "bits": self._bits,
-            "count": self.ntotal,
-            "sha256": hashlib.sha256(payload).hexdigest(),
+            "count": len(ids),
+            "sha256": digest.hexdigest(),
         }
         arrays = {
             "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
-            "codes": self._codes,
-            "ids": self._ids.astype("<i8"),
+            "codes": codes,
+            "ids": ids,
         }
         write_atomic(path, lambda staging: _write_archive(staging, arrays))
 
@@ -282,8 +350,11 @@ class HammingIndex:
             backend: as in the constructor.
 
         Raises:
-            ValueError: the file is not a HammingIndex file, or is truncated,
-                corrupt, or of an unknown format version.
+            ValueError: the file is not a HammingIndex file (an ``.npy``, a
+                foreign ``.npz``, any other file), or is truncated, corrupt,
+                of an unknown format version, or holds members, encodings
+                or shapes the writer does not produce. Memory stays bounded
+                by the file's size (module doc).
         """
         path = os.fspath(path)
         header, codes, ids = _read_checked(path)
@@ -301,17 +372,81 @@ class HammingIndex:
     def _check_new_ids(self, ids, n: int) -> np.ndarray:
         if ids is None:
             start = int(self._ids[-1]) + 1 if self.ntotal else 0
+            if n and start + n - 1 > MAX_ID:
+                raise ValueError(
+                    f"no {n} free default ids after the largest id {start - 1}: "
+                    "ids stop at 2**63 - 1; pass ids"
+                )
             return np.arange(start, start + n, dtype=np.int64)
-        ids = np.asarray(ids)
+        if isinstance(ids, (list, tuple)) and all(type(i) is int for i in ids):
+            ids = np.array(ids, dtype=object)  # numpy would make 2**63 a float
+        else:
+            ids = np.asarray(ids)
         if ids.shape != (n,):
             raise ValueError(f"ids must have shape ({n},), got shape {ids.shape}")
-        if n and not np.issubdtype(ids.dtype, np.integer):
+        if n and ids.dtype == object and all(type(i) is int for i in ids):
+            low, high = min(ids), max(ids)  # Python ints beyond 64 bits
+        elif n and np.issubdtype(ids.dtype, np.integer):
+            low, high = ids.min(), ids.max()
+        elif n:
             raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
+        if n and not (MIN_ID <= low and high <= MAX_ID):
+            raise ValueError(
+                f"ids must fit in int64 (-2**63 .. 2**63 - 1), got "
+                f"{low if low < MIN_ID else high}"
+            )
         ids = ids.astype(np.int64)
         unique, counts = np.unique(np.concatenate([self._ids, ids]), return_counts=True)
         if np.any(counts > 1):
             raise ValueError(f"ids must be unique; repeated: {unique[counts > 1][:10]}")
         return ids
+
+
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer stops new readers.
+
+    Not reentrant: a holder must not acquire it again (the index's public
+    methods take it once, their helpers never).
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextlib.contextmanager
+    def reading(self):
+        with self._cond:
+            while self._writing or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def writing(self):
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writing or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+                if not self._writers_waiting:
+                    self._cond.notify_all()  # readers held back by this writer
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
 
 
 def _resolve_backend(backend: str) -> str:
@@ -608,28 +743,128 @@ def _write_archive(path: str, arrays: dict) -> None:
 
 
 def _read_checked(path: str):
+    """Reads and checks an index file with memory bounded by its size."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
-            missing = {"header", "codes", "ids"} - set(archive.files)
-            if missing:
-                raise ValueError(f"missing arrays {sorted(missing)}")
-            raw_header = archive["header"]
-            codes, ids = archive["codes"], archive["ids"]
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if not zipfile.is_zipfile(file):
+                raise ValueError("not an .npz (zip) archive")
+            file.seek(0)
+            with zipfile.ZipFile(file) as archive:
+                members = _check_members(archive, size)
+                raw_header = _read_member(archive, members["header"], "header")
+                try:
+                    header = _parse_header(path, raw_header)
+                except ValueError as e:
+                    raise _HeaderError(str(e)) from e
+                shapes = {
+                    "codes": (header["count"], header["bits"] // 8),
+                    "ids": (header["count"],),
+                }
+                # Each member's .npy shape must equal these before any read.
+                codes = _read_member(archive, members["codes"], "codes", shapes)
+                ids = _read_member(archive, members["ids"], "ids", shapes)
     except FileNotFoundError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    except _HeaderError as e:
+        raise ValueError(str(e)) from e
+    except _READ_ERRORS as e:
         raise ValueError(f"{path!r} is not a readable HammingIndex file: {e}") from e
-    header = _parse_header(path, raw_header)
     _check_payload(path, header, codes, ids)
     return header, codes, ids
+
+
+# What zipfile and numpy's .npy header parser raise on hostile bytes.
+_READ_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    KeyError,
+    IndexError,
+    struct.error,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+    SyntaxError,
+)
+
+
+class _HeaderError(ValueError):
+    """A well-formed archive whose JSON header is wrong (message has the path)."""
+
+
+def _check_members(archive: zipfile.ZipFile, size: int) -> dict:
+    """The three members, stored uncompressed, no others, sizes within the file."""
+    infos = archive.infolist()
+    names = [info.filename for info in infos]
+    members = {
+        name[: -len(".npy")]: info
+        for name, info in zip(names, infos, strict=True)
+        if name.endswith(".npy")
+    }
+    missing = set(_MEMBERS) - set(members)
+    if missing:
+        raise ValueError(f"missing arrays {sorted(missing)}")
+    unknown = sorted(set(names) - {f"{name}.npy" for name in _MEMBERS})
+    if unknown or len(names) != len(_MEMBERS):
+        raise ValueError(f"unexpected members {unknown or names}")
+    for name, info in members.items():
+        if info.flag_bits & 0x1:
+            raise ValueError(f"member {name!r} is encrypted")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ValueError(f"member {name!r} is compressed (the writer stores)")
+        if info.file_size != info.compress_size or info.file_size > size:
+            raise ValueError(
+                f"member {name!r} declares {info.file_size} bytes in a file of "
+                f"{size} bytes"
+            )
+    return members
+
+
+def _read_member(archive, info, name, shapes=None) -> np.ndarray:
+    """One ``.npy`` member: header parsed here, data read only if it fits."""
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"member {name!r}: unsupported .npy version {version}")
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(stream, max_header_size=10_000)
+        want = np.dtype(_MEMBERS[name])
+        if dtype != want or dtype.hasobject or fortran:
+            raise ValueError(
+                f"member {name!r} is {dtype} (fortran order {fortran}), the "
+                f"format says C-order {want}"
+            )
+        if len(shape) != (1 if name != "codes" else 2) or min(shape) < 0:
+            raise ValueError(f"member {name!r} has shape {shape}")
+        if shapes is not None and shape != shapes[name]:
+            raise _HeaderError(
+                f"{archive.filename!r}: {name} are {dtype} {shape}, header says "
+                f"{'uint8' if name == 'codes' else 'int64'} {shapes[name]}"
+            )
+        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if name == "header" and nbytes > _MAX_HEADER_BYTES:
+            raise ValueError(f"header of {nbytes} bytes (at most {_MAX_HEADER_BYTES})")
+        if stream.tell() + nbytes != info.file_size:
+            raise ValueError(
+                f"member {name!r}: shape {shape} needs {nbytes} bytes after its "
+                f"header, the member has {info.file_size - stream.tell()}"
+            )
+        data = stream.read(nbytes)  # at most the member's size, in the file
+        if len(data) != nbytes or stream.read(1):
+            raise ValueError(f"member {name!r} is truncated")
+    return np.frombuffer(data, dtype).reshape(shape)
 
 
 def _parse_header(path: str, raw: np.ndarray) -> dict:
     try:
         header = json.loads(raw.astype(np.uint8).tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # bad UTF-8, JSON, huge numbers
         raise ValueError(f"{path!r}: unreadable header: {e}") from e
     if not isinstance(header, dict) or header.get("magic") != MAGIC:
         raise ValueError(f"{path!r} is not a HammingIndex file (magic {header!r:.80})")
@@ -639,9 +874,15 @@ def _parse_header(path: str, raw: np.ndarray) -> dict:
             f"{header.get('format_version')!r} (this version reads {FORMAT_VERSION})"
         )
     for key, kind in (("bits", int), ("count", int), ("sha256", str)):
-        if not isinstance(header.get(key), kind):
-            raise ValueError(f"{path!r}: header field {key!r} is {header.get(key)!r}")
-    check_bits(header["bits"])
+        value = header.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{path!r}: header field {key!r} is {value!r:.80}")
+    bits, count = header["bits"], header["count"]
+    if bits <= 0 or bits % 8 or bits > MAX_BITS or count < 0:
+        raise ValueError(
+            f"{path!r}: header says bits={bits}, count={count} (bits must be a "
+            f"positive multiple of 8 up to {MAX_BITS}, count >= 0)"
+        )
     return header
 
 

@@ -168,8 +168,11 @@ class RetrievalEvaluator:
       ``map()`` without ``top_k`` or by an exact k-NN search (the index's own
       when one is given).
 
+    Empty query or database sets raise ``ValueError`` (the metrics are means
+    over queries: there is no number for none), in every metric function.
+
     Args:
-        query_codes: uint8 ``[Q, bits // 8]`` packed codes.
+        query_codes: uint8 ``[Q, bits // 8]`` packed codes, ``Q >= 1``.
         query_labels: int class ids ``[Q]`` or 0/1 multi-hot ``[Q, C]``.
         database_labels: like ``query_labels``, ``[N]`` or ``[N, C]``; with
             ``database=index``, in the order the codes were added to the
@@ -215,6 +218,13 @@ class RetrievalEvaluator:
             )
         if len(database_codes) == 0:
             raise ValueError("database_codes is empty")
+        if len(query_codes) == 0:
+            # Every metric is a mean over queries: with none it is undefined
+            # (NaN), never a number to report.
+            raise ValueError(
+                "query_codes is empty: retrieval metrics average over queries, "
+                "give at least one"
+            )
         self.bits = query_codes.shape[1] * 8
         self.q, self.n = len(query_codes), len(database_codes)
         self.query_labels = check_labels(

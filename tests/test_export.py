@@ -539,3 +539,116 @@ def test_command_line_errors(trained, tmp_path):
     done = run_script("export/export_model.py", "--help")
     for flag in ("--model", "--base_dir", "--tflite", "--representative_dir"):
         assert flag in done.stdout
+
+
+# --- issue 24: non-finite images, permissions, faults ---------------------
+
+
+def with_bad_pixel(images, value, row=5):
+    images = np.array(images, np.float32)
+    images[row, 3, 4, 0] = value
+    return images
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_saved_model_refuses_non_finite_images(trained, saved_model, value):
+    _, loaded = saved_model
+    bad = tf.constant(with_bad_pixel(trained["images"][:8], value))
+    for signature in ("serving_default", "code_logits"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
+            loaded.signatures[signature](images=bad)
+    good = loaded.signatures["serving_default"](
+        images=tf.constant(trained["images"][:8])
+    )
+    np.testing.assert_array_equal(good["codes"].numpy(), trained["reference"][:8])
+
+
+@pytest.mark.parametrize("value", [np.nan, -np.inf])
+def test_tflite_encoder_refuses_non_finite_images(trained, tflite_files, value):
+    encoder = export.TFLiteEncoder(tflite_files["float32"])
+    with pytest.raises(ValueError, match=r"NaN or Inf.*\(image 5 of 8, 1 in all\)"):
+        encoder.encode(with_bad_pixel(trained["images"][:8], value))
+
+
+def test_raw_tflite_graph_cannot_refuse_and_still_runs(trained, tflite_files):
+    # The documented limit: a .tflite graph cannot raise. It returns codes for
+    # the corrupt image (callers of the raw file must check their input) and
+    # the other images' codes are unaffected.
+    codes = litert_run(
+        tflite_files["float32"], with_bad_pixel(trained["images"][:8], np.nan)
+    )
+    assert codes.shape == (8, 4) and codes.dtype == np.uint8
+    keep = np.arange(8) != 5
+    np.testing.assert_array_equal(codes[keep], trained["reference"][:8][keep])
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_int8_calibration_refuses_non_finite_images(trained, tmp_path, value):
+    # Before the fix an Inf pixel reached the converter and killed the process
+    # ("scale out of expressed type range").
+    representative = with_bad_pixel(trained["images"][:50], value, row=17)
+    with pytest.raises(ValueError, match=r"NaN or Inf.*\(image 17 of 50, 1 in all\)"):
+        export.export_tflite(
+            trained["model"],
+            tmp_path / "q.tflite",
+            quantization="int8",
+            representative_images=representative,
+        )
+    assert os.listdir(tmp_path) == []
+
+
+def test_exports_are_readable_under_the_umask(trained, tmp_path):
+    old = os.umask(0o022)
+    try:
+        version = export.export_saved_model(trained["model"], tmp_path, "m", 4)
+        tflite = export.export_tflite(trained["model"], tmp_path / "m.tflite")
+    finally:
+        os.umask(old)
+    assert os.stat(version).st_mode & 0o777 == 0o755
+    assert os.stat(tflite).st_mode & 0o777 == 0o644
+    for folder, dirs, names in os.walk(version):
+        for name in dirs:
+            assert os.stat(os.path.join(folder, name)).st_mode & 0o005 == 0o005
+        for name in names:
+            assert os.stat(os.path.join(folder, name)).st_mode & 0o004, name
+
+
+KILLED_EXPORT = """
+import sys, time
+from keras_hash import export
+
+model = export.load_hash_model(sys.argv[1])
+write_directory_atomic = export.write_directory_atomic
+
+def hang_before_rename(path, write):
+    def write_then_hang(staging):
+        write(staging)  # the whole SavedModel, in the staging folder
+        print("written", flush=True)
+        time.sleep(120)
+
+    write_directory_atomic(path, write_then_hang)
+
+export.write_directory_atomic = hang_before_rename
+export.export_saved_model(model, sys.argv[2], "m", 1)
+"""
+
+
+def test_export_killed_leaves_no_version_and_is_cleaned_up(trained, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_EXPORT, str(trained["keras_path"]), tmp_path],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert child.stdout.readline().strip() == "written"
+    finally:
+        child.kill()  # SIGKILL: no clean-up code runs
+        child.wait()
+    left = os.listdir(tmp_path / "m")
+    assert len(left) == 1 and left[0].startswith(".tmp-")  # the staging folder
+    assert export.next_version(tmp_path / "m") == 1  # TF Serving sees no version
+    path = export.export_saved_model(trained["model"], tmp_path, "m", 1)
+    assert os.listdir(tmp_path / "m") == ["1"]  # the stale staging folder is gone
+    assert os.path.isfile(os.path.join(path, "saved_model.pb"))

@@ -501,3 +501,282 @@ class TestInsertionOrder:
         index.reset()
         index.add(np.array([[5]], np.uint8), ids=[9])
         np.testing.assert_array_equal(index.insertion_order, [0])
+
+
+# ---------------------------------------------------------------------------
+# issue 24: hostile inputs and faults
+
+
+def _id_codes(ids):
+    """64-bit codes that spell each id (big-endian): unique per id."""
+    return np.asarray(ids, ">u8").view(np.uint8).reshape(-1, 8)
+
+
+class TestRangeResultIndexing:
+    @pytest.fixture
+    def result(self):
+        index = HammingIndex(8, backend="numpy")
+        index.add(np.array([[0], [1], [3], [255]], np.uint8))
+        # query 0 finds ids 0, 1, 2 (distances 0, 1, 2); query 1 finds id 3
+        return index.range_search(np.array([[0], [255]], np.uint8), radius=2)
+
+    def test_negative_index_counts_from_the_end(self, result):
+        np.testing.assert_array_equal(result[-1][1], [3])
+        np.testing.assert_array_equal(result[-1][0], [0])
+        np.testing.assert_array_equal(result[-2][1], [0, 1, 2])
+        np.testing.assert_array_equal(result[-2][0], [0, 1, 2])
+
+    @pytest.mark.parametrize("i", [2, -3, 100])
+    def test_out_of_range_raises(self, result, i):
+        with pytest.raises(IndexError, match=f"query index {i} out of range for 2"):
+            result[i]
+
+    def test_non_int_index(self, result):
+        with pytest.raises(TypeError, match="query index must be an int"):
+            result[0.0]
+
+    def test_iteration_matches_indexing(self, result):
+        pairs = list(result)
+        assert len(pairs) == 2
+        np.testing.assert_array_equal(pairs[1][1], result[-1][1])
+
+
+class TestNoQueries:
+    def test_range_search_of_no_queries_is_empty(self, backend):
+        index = HammingIndex(16, backend=backend)
+        index.add(np.zeros((5, 2), np.uint8))
+        result = index.range_search(np.zeros((0, 2), np.uint8), radius=3)
+        assert len(result) == 0 and list(result) == []
+        np.testing.assert_array_equal(result.lims, [0])
+        assert result.ids.dtype == np.int64 and result.distances.dtype == np.int32
+        with pytest.raises(IndexError):
+            result[-1]
+
+    def test_search_of_no_queries_is_empty(self, backend):
+        index = HammingIndex(16, backend=backend)
+        index.add(np.zeros((5, 2), np.uint8))
+        distances, ids = index.search(np.zeros((0, 2), np.uint8), k=3)
+        assert distances.shape == ids.shape == (0, 3)
+        assert distances.dtype == np.int32 and ids.dtype == np.int64
+
+
+class TestIdRange:
+    @pytest.mark.parametrize(
+        "ids",
+        [
+            np.array([2**63], np.uint64),
+            np.array([2**64 - 1], np.uint64),
+            [2**63],
+            [2**64],
+            [5, -(2**63) - 1],
+        ],
+    )
+    def test_ids_outside_int64_are_refused(self, backend, ids):
+        index = HammingIndex(64, backend=backend)
+        with pytest.raises(ValueError, match=r"ids must fit in int64 \(-2\*\*63"):
+            index.add(_id_codes([1] * len(ids)), ids=ids)
+        assert len(index) == 0
+
+    def test_largest_id_round_trips(self, backend, tmp_path):
+        index = HammingIndex(64, backend=backend)
+        top, bottom = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+        index.add(_id_codes([1, 2]), ids=np.array([top, 0], np.uint64))
+        index.add(_id_codes([3]), ids=[bottom])
+        np.testing.assert_array_equal(index.ids, [bottom, 0, top])
+        assert index.search(_id_codes([1]), 1)[1][0, 0] == top
+        assert index.search(_id_codes([3]), 1)[1][0, 0] == bottom
+        index.save(tmp_path / "i.khi")
+        np.testing.assert_array_equal(
+            HammingIndex.load(tmp_path / "i.khi").ids, [bottom, 0, top]
+        )
+
+    def test_default_ids_past_the_largest_are_refused(self):
+        index = HammingIndex(64, backend="numpy")
+        index.add(_id_codes([1]), ids=[np.iinfo(np.int64).max])
+        with pytest.raises(ValueError, match="no 1 free default ids"):
+            index.add(_id_codes([2]))
+        assert len(index) == 1
+
+
+class TestHostileFiles:
+    @pytest.fixture
+    def saved(self, tmp_path):
+        index = HammingIndex(32, backend="numpy")
+        index.add(np.arange(400, dtype=np.uint8).reshape(100, 4))
+        path = tmp_path / "good.khi"
+        index.save(path)
+        return path
+
+    def test_npy_file_gives_value_error(self, tmp_path):
+        path = tmp_path / "codes.npy"
+        np.save(path, np.zeros((3, 4), np.uint8))
+        with pytest.raises(ValueError, match="not a readable HammingIndex"):
+            HammingIndex.load(path)
+
+    def test_compressed_member_is_refused_before_inflating(self, tmp_path):
+        import tracemalloc
+
+        big = HammingIndex(64, backend="numpy")
+        big.add(np.zeros((1 << 19, 8), np.uint8))  # 4 MiB of codes
+        with np.load(_saved(big, tmp_path / "big.khi")) as archive:
+            arrays = dict(archive)
+        path = tmp_path / "bomb.khi"
+        with open(path, "wb") as file:
+            np.savez_compressed(file, **arrays)
+        assert path.stat().st_size < 2 << 20  # 8 MiB of arrays inside
+        tracemalloc.start()
+        try:
+            with pytest.raises(ValueError, match="compressed"):
+                HammingIndex.load(path, backend="numpy")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20
+
+    def test_declared_huge_shape_is_refused_before_allocating(self, tmp_path):
+        import io
+        import tracemalloc
+
+        rows = 1 << 40
+        header = {
+            "magic": "keras_hash.HammingIndex",
+            "format_version": 1,
+            "bits": 32,
+            "count": rows,
+            "sha256": "0" * 64,
+        }
+        path = tmp_path / "huge.khi"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+            for name, array, shape in [
+                ("header", np.frombuffer(json.dumps(header).encode(), np.uint8), None),
+                ("codes", np.zeros((4, 4), np.uint8), (rows, 4)),
+                ("ids", np.zeros(4, "<i8"), (rows,)),
+            ]:
+                buffer = io.BytesIO()
+                np.lib.format.write_array_header_1_0(
+                    buffer,
+                    {
+                        "descr": np.lib.format.dtype_to_descr(array.dtype),
+                        "fortran_order": False,
+                        "shape": shape or array.shape,
+                    },
+                )
+                archive.writestr(f"{name}.npy", buffer.getvalue() + array.tobytes())
+        tracemalloc.start()
+        try:
+            with pytest.raises(ValueError, match="needs 4398046511104 bytes"):
+                HammingIndex.load(path, backend="numpy")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20
+
+    def test_unknown_member_is_refused(self, saved):
+        with zipfile.ZipFile(saved, "a") as archive:
+            archive.writestr("extra.npy", b"\x93NUMPY")
+        with pytest.raises(ValueError, match="unexpected members"):
+            HammingIndex.load(saved)
+
+    def test_fortran_order_and_object_members_are_refused(self, saved):
+        with np.load(saved) as archive:
+            arrays = dict(archive)
+        arrays["codes"] = np.asfortranarray(arrays["codes"])
+        with open(saved, "wb") as file:
+            np.savez(file, **arrays)
+        with pytest.raises(ValueError, match="fortran order True"):
+            HammingIndex.load(saved)
+
+    def test_bool_bits_in_header(self, saved):
+        TestSaveLoad._rewrite_header(saved, bits=True)
+        with pytest.raises(ValueError, match="header field 'bits' is True"):
+            HammingIndex.load(saved)
+
+    def test_negative_count_in_header(self, saved):
+        TestSaveLoad._rewrite_header(saved, count=-1)
+        with pytest.raises(ValueError, match="count=-1"):
+            HammingIndex.load(saved)
+
+    def test_long_file_name(self, tmp_path):
+        index = HammingIndex(8, backend="numpy")
+        index.add(np.array([[7]], np.uint8), ids=[4])
+        path = tmp_path / ("i" * 251 + ".khi")  # 255 characters, the limit
+        index.save(path)
+        assert os.listdir(tmp_path) == [path.name]
+        np.testing.assert_array_equal(HammingIndex.load(path).ids, [4])
+
+    def test_file_mode_follows_the_umask(self, tmp_path):
+        index = HammingIndex(8, backend="numpy")
+        old = os.umask(0o027)
+        try:
+            index.save(tmp_path / "a.khi")
+            os.umask(0o022)
+            index.save(tmp_path / "b.khi")
+        finally:
+            os.umask(old)
+        assert (tmp_path / "a.khi").stat().st_mode & 0o777 == 0o640
+        assert (tmp_path / "b.khi").stat().st_mode & 0o777 == 0o644
+
+    def test_saving_over_a_file_keeps_its_mode(self, tmp_path):
+        path = tmp_path / "i.khi"
+        path.write_bytes(b"old")
+        path.chmod(0o644)
+        old = os.umask(0o077)
+        try:
+            HammingIndex(8, backend="numpy").save(path)
+        finally:
+            os.umask(old)
+        assert path.stat().st_mode & 0o777 == 0o644
+        assert len(HammingIndex.load(path)) == 0
+
+
+def _saved(index, path):
+    index.save(path)
+    return path
+
+
+class TestThreads:
+    """add() while other threads search: every answer is right (issue 24 row 14)."""
+
+    def test_add_while_searching(self, backend):
+        import threading
+
+        base = np.arange(1_000_000, 1_001_000)
+        index = HammingIndex(64, backend=backend)
+        index.add(_id_codes(base), ids=base)
+        done = threading.Event()
+        wrong, errors = [], []
+
+        def writer():
+            try:
+                for start in range(999_950, 997_950, -50):  # each batch goes first
+                    ids = np.arange(start, start + 50)
+                    index.add(_id_codes(ids), ids=ids)
+            except Exception as error:  # pragma: no cover - reported below
+                errors.append(error)
+            finally:
+                done.set()
+
+        def reader(seed):
+            rng = np.random.default_rng(seed)
+            try:
+                while not done.is_set():
+                    want = rng.choice(base, size=8)
+                    distances, ids = index.search(_id_codes(want), k=1)
+                    if not (np.array_equal(ids[:, 0], want) and not distances.any()):
+                        wrong.append((want, ids[:, 0]))
+                    found = index.range_search(_id_codes(want[:2]), radius=0)
+                    if [list(found[i][1]) for i in range(2)] != [[w] for w in want[:2]]:
+                        wrong.append((want[:2], found.ids))
+            except Exception as error:  # pragma: no cover - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=reader, args=(s,)) for s in range(3)]
+        threads.append(threading.Thread(target=writer))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not errors and not wrong[:3]
+        assert len(index) == 3000
+        np.testing.assert_array_equal(index.ids, np.arange(998_000, 1_001_000))
+        np.testing.assert_array_equal(index.codes, _id_codes(index.ids))

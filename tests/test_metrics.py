@@ -678,3 +678,32 @@ class TestEvaluatorBadInput:
     def test_keyword_only(self, data):
         with pytest.raises(TypeError):
             evaluation.RetrievalEvaluator(*data.values())
+
+
+class TestNoQueries:
+    """Issue 24 row 5: a mean over zero queries is refused, never NaN."""
+
+    @pytest.mark.parametrize(
+        "metric, kwargs",
+        [
+            (evaluation.mean_average_precision, {}),
+            (evaluation.mean_average_precision, {"top_k": 5, "ties": "expected"}),
+            (evaluation.average_precisions, {}),
+            (evaluation.precision_at_radius, {"radius": 2}),
+            (evaluation.precision_recall_curve, {}),
+            (evaluation.precision_at_n, {"n": 3}),
+        ],
+    )
+    def test_zero_queries_raise_a_clear_error(self, metric, kwargs):
+        data = _random_problem(31, nq=4, n=20, bits=16)
+        data["query_codes"] = data["query_codes"][:0]
+        data["query_labels"] = data["query_labels"][:0]
+        with pytest.raises(ValueError, match="query_codes is empty"):
+            metric(**data, **kwargs)
+
+    def test_one_query_still_works(self):
+        data = _random_problem(31, nq=1, n=20, bits=16)
+        got = evaluation.precision_at_radius(**data, radius=16)
+        assert got.precision == pytest.approx(
+            _ref_relevance(data["query_labels"], data["database_labels"]).mean()
+        )
