@@ -32,18 +32,24 @@ from keras_hash import (
 from keras_hash.codes import hamming_distance, pack_codes, unpack_codes
 from keras_hash.index import HammingIndex, RangeResult
 from keras_hash.layers import HashLayer
-from keras_hash.losses import DHNLoss, HashNetLoss
+from keras_hash.losses import CSQLoss, DCHLoss, DHNLoss, DPSHLoss, HashNetLoss
 from keras_hash.metrics import RetrievalEvaluator
-from keras_hash.models import DHN, HashModel, HashNet
+from keras_hash.models import CSQ, DCH, DHN, DPSH, HashModel, HashNet
 from keras_hash.schedules import BetaSchedule, ConstantBeta, HashNetContinuation
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CSQ",
+    "DCH",
     "DHN",
+    "DPSH",
     "BetaSchedule",
+    "CSQLoss",
     "ConstantBeta",
+    "DCHLoss",
     "DHNLoss",
+    "DPSHLoss",
     "HammingIndex",
     "HashLayer",
     "HashModel",

@@ -1,13 +1,17 @@
-"""Pairwise hashing losses: HashNet's weighted likelihood and DHN's.
+"""Hashing losses: HashNet, DHN, DCH and DPSH (pairwise) and CSQ (pointwise).
 
-Both losses look at every pair ``(i, j)`` of a batch: ``s_ij = 1`` when the
+The pairwise losses look at every pair ``(i, j)`` of a batch: ``s_ij = 1`` when the
 two items share a label (see :mod:`keras_hash.similarity`), and the inner
 product of their continuous codes ``x_ij = scale * <h_i, h_j>`` is pushed up
 for similar pairs and down for dissimilar ones through the pairwise
 likelihood ``softplus(x_ij) - s_ij * x_ij`` (the negative log of
 ``sigmoid(x_ij)`` if similar, of ``1 - sigmoid(x_ij)`` if not).
 
-Conventions, shared by both losses:
+DCH replaces the likelihood by a Cauchy cross-entropy on a Hamming-distance
+surrogate, and CSQ pulls each code toward a fixed hash centre of its labels
+(no pairs; see :func:`csq_loss`).
+
+Conventions, shared by the pairwise losses:
 
 - **Self-pairs do not count.** The pair set is all ordered pairs ``i != j``;
   an item paired with itself carries no information.
@@ -20,18 +24,22 @@ Conventions, shared by both losses:
   summed over replicas, so the objective (and its gradient) is the one of the
   global batch, not of each replica's slice.
 
-The functional cores :func:`hashnet_loss` and :func:`dhn_loss` take optional
-reference codes and labels (the columns), like ``keras.losses.circle``.
+The functional cores :func:`hashnet_loss`, :func:`dhn_loss`,
+:func:`dch_loss` and :func:`dpsh_loss` take optional reference codes and
+labels (the columns), like ``keras.losses.circle``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_hash.codes import check_bits
 from keras_hash.labels import check_label_tensor, pairwise_similarity
 
 
@@ -92,6 +100,18 @@ def _prepare(labels, codes, ref_labels, ref_codes, row_offset):
     return codes, ref_codes, similarity, mask
 
 
+def _rows(labels, codes, ref_labels, ref_codes, row_offset, total, pair_loss, balance):
+    """``(rows, codes)``: per-row averaged pair losses and the float32 codes.
+
+    ``pair_loss(codes, ref_codes, s)`` gives the ``[B, M]`` loss of each pair.
+    """
+    codes, ref_codes, s, mask = _prepare(
+        labels, codes, ref_labels, ref_codes, row_offset
+    )
+    pairs = pair_loss(codes, ref_codes, s)
+    return _per_row(pairs, s, mask, balance=balance, total=total), codes
+
+
 def _likelihood(codes, ref_codes, similarity, scale):
     """``softplus(x) - s * x``, written ``softplus((1 - 2s) x)`` for ``s`` in {0, 1}.
 
@@ -137,13 +157,13 @@ def hashnet_loss(
             ``ref_codes`` and to "no self-pairs" with them.
         total: sums a pair count over replicas (identity on one device).
     """
-    codes, ref_codes, s, mask = _prepare(
-        labels, codes, ref_labels, ref_codes, row_offset
-    )
-    if alpha is None:
-        alpha = 10.0 / codes.shape[-1]
-    pair_loss = _likelihood(codes, ref_codes, s, alpha)
-    return _per_row(pair_loss, s, mask, balance=True, total=total)
+
+    def pair_loss(codes, ref_codes, s):
+        scale = 10.0 / codes.shape[-1] if alpha is None else alpha
+        return _likelihood(codes, ref_codes, s, scale)
+
+    pairing = (row_offset, total, pair_loss, True)
+    return _rows(labels, codes, ref_labels, ref_codes, *pairing)[0]
 
 
 def dhn_loss(
@@ -174,23 +194,242 @@ def dhn_loss(
         row_offset: as in :func:`hashnet_loss`.
         total: sums a pair count over replicas (identity on one device).
     """
-    codes, ref_codes, s, mask = _prepare(
-        labels, codes, ref_labels, ref_codes, row_offset
-    )
-    pair_loss = _likelihood(codes, ref_codes, s, scale)
-    pairwise = _per_row(pair_loss, s, mask, balance=False, total=total)
+    pair_loss = functools.partial(_likelihood, scale=scale)
+    pairing = (row_offset, total, pair_loss, False)
+    rows, codes = _rows(labels, codes, ref_labels, ref_codes, *pairing)
     quantization = ops.sum(stable_logcosh(ops.abs(codes) - 1.0), axis=-1)
-    return pairwise + quantization_weight * quantization
+    return rows + quantization_weight * quantization
 
 
-class PairwiseHashLoss(keras.losses.Loss):
+# Smallest Cauchy distance: keeps log(1 + gamma / d) finite for equal codes.
+_MIN_DISTANCE = 1e-6
+
+
+def _unit_rows(x):
+    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), -1, keepdims=True), 1e-12))
+
+
+def _cosine_distance(codes, ref_codes):
+    """DCH's Hamming surrogate ``(K / 2) (1 - cos(h_i, h_j))``, ``[B, M]``."""
+    cosine = ops.matmul(_unit_rows(codes), ops.transpose(_unit_rows(ref_codes)))
+    return codes.shape[-1] / 2.0 * ops.relu(1.0 - cosine)
+
+
+def _cauchy_cross_entropy(codes, ref_codes, similarity, gamma):
+    """``-log p`` (similar) or ``-log(1 - p)``, ``p = gamma / (gamma + d)``."""
+    d = ops.maximum(_cosine_distance(codes, ref_codes), _MIN_DISTANCE)
+    similar = ops.log1p(d / gamma)
+    return similar + (1.0 - similarity) * (ops.log1p(gamma / d) - similar)
+
+
+def dch_loss(
+    labels,
+    codes,
+    ref_labels=None,
+    ref_codes=None,
+    *,
+    gamma: float = 20.0,
+    quantization_weight: float = 0.1,
+    row_offset=None,
+    total=_identity,
+):
+    """DCH's weighted Cauchy cross-entropy plus Cauchy quantization, per row.
+
+    With ``d_ij = (K / 2) (1 - cos(h_i, h_j))`` and the Cauchy probability
+    ``p_ij = gamma / (gamma + d_ij)`` that ``i`` and ``j`` are similar,
+    ``l_ij = w_ij (s_ij log(1 + d_ij / gamma) + (1 - s_ij) log(1 + gamma /
+    d_ij))`` (the cross-entropy of ``p_ij``), weighted as in
+    :func:`hashnet_loss`, plus ``lambda * log(1 + d(|h_i|, 1) / gamma)``
+    with ``d(|h_i|, 1)`` the same distance between ``|h_i|`` and the
+    all-ones vector. ``d_ij`` is floored at 1e-6, so equal codes of a
+    dissimilar pair cost ``log(1 + gamma * 1e6)``, not infinity.
+
+    Args:
+        labels, codes, ref_labels, ref_codes: as in :func:`hashnet_loss`.
+        gamma: the Cauchy scale, in bits of distance. Defaults to 20.
+        quantization_weight: ``lambda``. Defaults to 0.1.
+        row_offset, total: as in :func:`hashnet_loss`.
+    """
+    pair_loss = functools.partial(_cauchy_cross_entropy, gamma=gamma)
+    pairing = (row_offset, total, pair_loss, True)
+    rows, codes = _rows(labels, codes, ref_labels, ref_codes, *pairing)
+    ones = ops.ones((1, codes.shape[-1]), "float32")
+    distance = _cosine_distance(ops.abs(codes), ones)[:, 0]
+    return rows + quantization_weight * ops.log1p(distance / gamma)
+
+
+def dpsh_loss(
+    labels,
+    codes,
+    ref_labels=None,
+    ref_codes=None,
+    *,
+    quantization_weight: float = 0.01,
+    row_offset=None,
+    total=_identity,
+):
+    """DPSH's pairwise likelihood plus its quantization regulariser, per row.
+
+    ``loss[i] = mean_j (log(1 + exp(theta_ij)) - s_ij theta_ij)
+    + eta * ||b_i - u_i||^2`` with ``theta_ij = <u_i, u_j> / 2`` and
+    ``b_i = sign(u_i)`` (``sign(0) = +1``, no gradient through ``b``); the
+    first term is averaged as described in the module docstring.
+
+    Args:
+        labels, codes, ref_labels, ref_codes: as in :func:`hashnet_loss`.
+        quantization_weight: ``eta``. Defaults to 0.01.
+        row_offset, total: as in :func:`hashnet_loss`.
+    """
+    pair_loss = functools.partial(_likelihood, scale=0.5)
+    pairing = (row_offset, total, pair_loss, False)
+    rows, codes = _rows(labels, codes, ref_labels, ref_codes, *pairing)
+    binary = ops.stop_gradient(ops.where(codes >= 0, 1.0, -1.0))
+    return rows + quantization_weight * ops.sum(ops.square(binary - codes), -1)
+
+
+def hash_centers(num_classes: int, bits: int, seed: int = 0) -> np.ndarray:
+    """CSQ's hash centres, float32 ``[num_classes, bits]`` of ``±1``.
+
+    When ``bits`` is a power of two and ``num_classes <= 2 * bits``: the
+    rows of the Hadamard matrix of order ``bits`` (Sylvester's construction,
+    as ``scipy.linalg.hadamard``), then their negations, so any two centres
+    are ``bits / 2`` or ``bits`` apart. Otherwise every centre is drawn
+    from Bernoulli(0.5) ``±1`` with ``numpy.random.default_rng(seed)``, as
+    in the paper (about ``bits / 2`` apart, not guaranteed distinct for
+    short codes). The same arguments give the same centres.
+    """
+    num_classes = _count(num_classes, "num_classes")
+    bits = check_bits(bits, packed=False)
+    if bits & (bits - 1) == 0 and num_classes <= 2 * bits:
+        hadamard = np.ones((1, 1), np.float32)
+        while len(hadamard) < bits:
+            hadamard = np.block([[hadamard, hadamard], [hadamard, -hadamard]])
+        return np.concatenate([hadamard, -hadamard])[:num_classes]
+    draws = np.random.default_rng(seed).random((num_classes, bits))
+    return np.where(draws < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+def _count(value, name: str, least: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < least:
+        raise ValueError(f"{name} must be >= {least}, got {value}")
+    return int(value)
+
+
+def _targets(labels, centers, tie_break):
+    """The ``±1`` centre of each row: its class's, or its labels' binarised sum."""
+    count = len(centers)
+    centers = ops.cast(ops.convert_to_tensor(centers), "float32")
+    if len(labels.shape) == 1:
+        ids = ops.cast(labels, "int32")
+        tf.debugging.assert_non_negative(ids, message="CSQ: negative class id")
+        tf.debugging.assert_less(
+            ids,
+            count,
+            message=f"CSQ: class id out of range for {count} hash centres",
+        )
+        return ops.take(centers, ids, axis=0)
+    if labels.shape[-1] is not None and labels.shape[-1] != count:
+        raise ValueError(
+            f"CSQ: multi-hot labels have {labels.shape[-1]} classes but there "
+            f"are {count} hash centres"
+        )
+    total = ops.matmul(ops.cast(labels, "float32"), centers)
+    ties = ops.ones_like(total) if tie_break is None else ops.cast(tie_break, "float32")
+    return ops.where(
+        total > 0, 1.0, ops.where(total < 0, -1.0, ties * ops.ones_like(total))
+    )
+
+
+def csq_loss(labels, codes, centers, *, quantization_weight=1e-4, tie_break=None):
+    """CSQ's central similarity loss plus quantization, one value per row.
+
+    Each row's target is a hash centre ``c`` (:func:`hash_centers`): its
+    class's for class ids; for multi-hot rows the centroid of its labels'
+    centres binarised, ``sign(sum_l c_l)``, a zero sum taking the bit of
+    ``tie_break`` (``+1`` when None). Then ``loss[i] = mean_k BCE((c_ik +
+    1) / 2, (h_ik + 1) / 2) + lambda * mean_k (|h_ik| - 1)^2``. Codes should
+    lie in ``[-1, 1]`` (``tanh``); the probabilities are clipped to
+    ``[1e-7, 1]``, so a saturated wrong bit costs at most ``-log(1e-7)``.
+
+    Args:
+        labels: class ids ``[B]`` (below ``len(centers)``) or multi-hot
+            ``[B, C]`` with ``C = len(centers)``.
+        codes: continuous codes ``[B, K]``.
+        centers: ``±1`` hash centres ``[C, K]``.
+        quantization_weight: ``lambda``. Defaults to 1e-4.
+        tie_break: ``±1`` ``[K]``, the bits of multi-hot centroids whose sum
+            is 0.
+    """
+    codes = ops.cast(ops.convert_to_tensor(codes), "float32")
+    labels = ops.convert_to_tensor(labels)
+    check_label_tensor(labels)
+    targets = _targets(labels, centers, tie_break)
+    agreement = ops.clip((1.0 + targets * codes) / 2.0, 1e-7, 1.0)
+    central = ops.mean(-ops.log(agreement), axis=-1)
+    quantization = ops.mean(ops.square(ops.abs(codes) - 1.0), axis=-1)
+    return central + quantization_weight * quantization
+
+
+class HashLoss(keras.losses.Loss):
+    """Base of the keras_hash losses: hyperparameters as attributes and config.
+
+    Subclasses pass their hyperparameters to ``__init__`` as keywords; they
+    become attributes and the loss's config.
+    """
+
+    loss_name = "hash_loss"
+
+    def __init__(
+        self, reduction="sum_over_batch_size", name=None, dtype=None, **hyperparameters
+    ):
+        super().__init__(name=name or self.loss_name, reduction=reduction, dtype=dtype)
+        for key, value in hyperparameters.items():
+            setattr(self, key, value)
+        self._hyperparameters = tuple(hyperparameters)
+
+    def hyperparameters(self) -> dict:
+        """The loss's own settings, by name (the arguments of its core)."""
+        return {key: getattr(self, key) for key in self._hyperparameters}
+
+    def get_config(self):
+        return {**super().get_config(), **self.hyperparameters()}
+
+
+def _positive(name: str, value) -> float:
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return float(value)
+
+
+def _non_negative(name: str, value) -> float:
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return float(value)
+
+
+class PairwiseHashLoss(HashLoss):
     """Base class: pairs local rows with all-gathered columns, returns rows.
 
-    Subclasses implement ``pair_loss(labels, codes, ref_labels, ref_codes,
-    row_offset, total)`` with the signature of :func:`hashnet_loss`.
-    ``y_true`` holds labels (class ids ``[B]``, ``[B, 1]``, or multi-hot
-    ``[B, C]``), ``y_pred`` the continuous codes ``[B, K]``.
+    Subclasses set ``function``, a functional core with the signature of
+    :func:`hashnet_loss`, which :meth:`pair_loss` calls with the loss's
+    hyperparameters. ``y_true`` holds labels (class ids ``[B]``, ``[B, 1]``,
+    or multi-hot ``[B, C]``), ``y_pred`` the continuous codes ``[B, K]``.
     """
+
+    function = None
+
+    def pair_loss(self, labels, codes, ref_labels, ref_codes, row_offset, total):
+        return type(self).function(
+            labels,
+            codes,
+            ref_labels,
+            ref_codes,
+            row_offset=row_offset,
+            total=total,
+            **self.hyperparameters(),
+        )
 
     def call(self, y_true, y_pred):
         labels, codes = _check_inputs(y_true, y_pred, type(self).__name__)
@@ -252,31 +491,12 @@ class HashNetLoss(PairwiseHashLoss):
         reduction, name, dtype: as for any ``keras.losses.Loss``.
     """
 
-    def __init__(
-        self,
-        alpha: float | None = None,
-        reduction="sum_over_batch_size",
-        name="hashnet_loss",
-        dtype=None,
-    ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if alpha is not None and not alpha > 0:
-            raise ValueError(f"alpha must be positive, got {alpha}")
-        self.alpha = alpha
+    function = staticmethod(hashnet_loss)
+    loss_name = "hashnet_loss"
 
-    def pair_loss(self, labels, codes, ref_labels, ref_codes, row_offset, total):
-        return hashnet_loss(
-            labels,
-            codes,
-            ref_labels,
-            ref_codes,
-            alpha=self.alpha,
-            row_offset=row_offset,
-            total=total,
-        )
-
-    def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha}
+    def __init__(self, alpha: float | None = None, **kwargs):
+        alpha = alpha if alpha is None else _positive("alpha", alpha)
+        super().__init__(**kwargs, alpha=alpha)
 
 
 @keras.saving.register_keras_serializable(package="keras_hash")
@@ -298,39 +518,141 @@ class DHNLoss(PairwiseHashLoss):
         reduction, name, dtype: as for any ``keras.losses.Loss``.
     """
 
-    def __init__(
-        self,
-        scale: float = 0.5,
-        quantization_weight: float = 0.1,
-        reduction="sum_over_batch_size",
-        name="dhn_loss",
-        dtype=None,
-    ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale}")
-        if not quantization_weight >= 0:
-            raise ValueError(
-                f"quantization_weight must be >= 0, got {quantization_weight}"
-            )
-        self.scale = float(scale)
-        self.quantization_weight = float(quantization_weight)
+    function = staticmethod(dhn_loss)
+    loss_name = "dhn_loss"
 
-    def pair_loss(self, labels, codes, ref_labels, ref_codes, row_offset, total):
-        return dhn_loss(
-            labels,
-            codes,
-            ref_labels,
-            ref_codes,
-            scale=self.scale,
-            quantization_weight=self.quantization_weight,
-            row_offset=row_offset,
-            total=total,
+    def __init__(self, scale: float = 0.5, quantization_weight: float = 0.1, **kwargs):
+        super().__init__(
+            **kwargs,
+            scale=_positive("scale", scale),
+            quantization_weight=_non_negative(
+                "quantization_weight", quantization_weight
+            ),
         )
 
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "scale": self.scale,
-            "quantization_weight": self.quantization_weight,
-        }
+
+@keras.saving.register_keras_serializable(package="keras_hash")
+class DCHLoss(PairwiseHashLoss):
+    """DCH's Cauchy cross-entropy plus Cauchy quantization (Cao et al., CVPR 2018).
+
+    On the Hamming-distance surrogate ``d_ij = (K / 2) (1 - cos(h_i, h_j))``
+    of every pair of distinct items, the Cauchy probability
+    ``p_ij = gamma / (gamma + d_ij)`` and the weighted cross-entropy
+    ``w_ij (s_ij log(1 + d_ij / gamma) + (1 - s_ij) log(1 + gamma / d_ij))``
+    (weights as :class:`HashNetLoss`'s), plus
+    ``lambda * log(1 + d(|h_i|, 1) / gamma)``. The Cauchy probability falls
+    steeply within a few bits and flatly beyond, so similar pairs are
+    pulled inside a small Hamming radius, the regime DCH was made for
+    (retrieval within radius 2). Returns one value per row.
+
+    ```python
+    model.compile(optimizer="adam", loss=keras_hash.DCHLoss(gamma=20.0))
+    ```
+
+    Args:
+        gamma: the Cauchy scale, in bits of distance. Defaults to 20, the
+            value cited from the paper for CIFAR-like settings (it chose
+            ``gamma`` by validation); in bits, so one value serves 16 to 64
+            bits.
+        quantization_weight: ``lambda``. Defaults to 0.1, the paper's.
+        reduction, name, dtype: as for any ``keras.losses.Loss``.
+    """
+
+    function = staticmethod(dch_loss)
+    loss_name = "dch_loss"
+
+    def __init__(self, gamma: float = 20.0, quantization_weight=0.1, **kwargs):
+        weight = _non_negative("quantization_weight", quantization_weight)
+        super().__init__(
+            **kwargs, gamma=_positive("gamma", gamma), quantization_weight=weight
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_hash")
+class DPSHLoss(PairwiseHashLoss):
+    """DPSH's pairwise likelihood plus quantization (Li et al., IJCAI 2016).
+
+    ``log(1 + exp(theta_ij)) - s_ij theta_ij`` on
+    ``theta_ij = <u_i, u_j> / 2`` over the pairs of distinct items, plus
+    ``eta * ||b_i - u_i||^2`` with ``b_i = sign(u_i)``. Returns one value
+    per row: the mean over the row's pairs plus its regulariser.
+
+    ```python
+    model.compile(optimizer="adam", loss=keras_hash.DPSHLoss())
+    ```
+
+    Args:
+        quantization_weight: ``eta``. Defaults to 0.01. The paper sums the
+            likelihood over all pairs of the training set and ``eta`` weighs
+            a sum over items; per row (a mean over pairs) its weight becomes
+            ``eta / N``, small for thousands of training images. Our codes
+            are ``tanh`` outputs (the paper's ``u`` is linear and needs the
+            regulariser to stay bounded), so a larger weight would only make
+            the bits saturate sooner.
+        reduction, name, dtype: as for any ``keras.losses.Loss``.
+    """
+
+    function = staticmethod(dpsh_loss)
+    loss_name = "dpsh_loss"
+
+    def __init__(self, quantization_weight: float = 0.01, **kwargs):
+        weight = _non_negative("quantization_weight", quantization_weight)
+        super().__init__(**kwargs, quantization_weight=weight)
+
+
+@keras.saving.register_keras_serializable(package="keras_hash")
+class CSQLoss(HashLoss):
+    """CSQ's central similarity loss (Yuan et al., CVPR 2020): pointwise.
+
+    Each code is pulled toward the hash centre of its labels
+    (:func:`hash_centers`; multi-hot rows: the binarised centroid of their
+    labels' centres, ties broken by a fixed ``±1`` vector drawn from
+    ``seed``, as the CSQ code does): per row, the mean over bits of the
+    binary cross-entropy between ``(c + 1) / 2`` and ``(h + 1) / 2``, plus
+    ``lambda * mean_k (|h_k| - 1)^2``. No pairs, so no all-gather under a
+    distribution strategy. The centres follow from
+    ``(num_classes, bits, seed)``, which is all the config holds.
+
+    ```python
+    model.compile(optimizer="adam", loss=keras_hash.CSQLoss(10, bits=64))
+    ```
+
+    Args:
+        num_classes: the number of classes C (class ids below C, or
+            multi-hot rows of width C).
+        bits: the code length K.
+        seed: seed of random centres and of the tie-breaking vector.
+        quantization_weight: ``lambda``. Defaults to 1e-4, the paper's.
+        reduction, name, dtype: as for any ``keras.losses.Loss``.
+    """
+
+    loss_name = "csq_loss"
+
+    def __init__(self, num_classes, bits, seed=0, quantization_weight=1e-4, **kwargs):
+        super().__init__(
+            **kwargs,
+            num_classes=_count(num_classes, "num_classes"),
+            bits=check_bits(bits, packed=False),
+            seed=_count(seed, "seed", least=0),
+            quantization_weight=_non_negative(
+                "quantization_weight", quantization_weight
+            ),
+        )
+        self.centers = hash_centers(self.num_classes, self.bits, self.seed)
+        draws = np.random.default_rng([self.seed, 1]).random(self.bits)
+        self.tie_break = np.where(draws < 0.5, -1.0, 1.0).astype(np.float32)
+
+    def call(self, y_true, y_pred):
+        labels, codes = _check_inputs(y_true, y_pred, type(self).__name__)
+        if codes.shape[-1] is not None and codes.shape[-1] != self.bits:
+            raise ValueError(
+                f"CSQLoss has centres of {self.bits} bits, got codes of "
+                f"{codes.shape[-1]} bits"
+            )
+        return csq_loss(
+            labels,
+            codes,
+            self.centers,
+            quantization_weight=self.quantization_weight,
+            tie_break=self.tie_break,
+        )

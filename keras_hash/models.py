@@ -9,7 +9,7 @@ from keras import ops
 
 from keras_hash.codes import check_bits, pack_codes_tensor
 from keras_hash.layers import HashLayer
-from keras_hash.losses import DHNLoss, HashNetLoss
+from keras_hash.losses import CSQLoss, DCHLoss, DHNLoss, DPSHLoss, HashNetLoss
 
 
 @keras.saving.register_keras_serializable(package="keras_hash")
@@ -266,6 +266,14 @@ class HashModel(keras.Model):
                 shape, or a ``tf.data.Dataset`` of image batches (or of
                 ``(images, labels)`` batches).
             batch_size: batch size for arrays (ignored for datasets).
+
+        Raises:
+            ValueError: images of the wrong shape (every batch of a dataset
+                is checked), or holding NaN or Inf (the message names the
+                first such image): their codes would be meaningless (all
+                bits equal), so corrupt images would all look alike. The
+                check costs about one read of the images (see
+                ``docs/guarantees.md``).
         """
         check_bits(self.bits)
         if int(batch_size) < 1:
@@ -273,16 +281,22 @@ class HashModel(keras.Model):
         if isinstance(images, tf.data.Dataset):
             spec = images.element_spec
             spec = spec[0] if isinstance(spec, tuple) else spec
+            if isinstance(spec, tf.TensorSpec):
+                self._check_images(spec, finite=False)
             self._build_for(spec.shape)
             batches = (b[0] if isinstance(b, tuple) else b for b in images)
         else:
-            images = self._check_images(images)
+            images = self._check_images(images, finite=False)
             self._build_for(images.shape)
             batches = (
                 images[i : i + batch_size] for i in range(0, len(images), batch_size)
             )
         encode_step = self._encode_function()
-        chunks = [encode_step(batch).numpy() for batch in batches]
+        chunks, seen = [], 0
+        for batch in batches:
+            batch = self._check_images(batch, first=seen)
+            chunks.append(encode_step(batch).numpy())
+            seen += len(chunks[-1])
         if not chunks:
             return np.zeros((0, self.bits // 8), np.uint8)
         return np.concatenate(chunks, axis=0)
@@ -296,13 +310,45 @@ class HashModel(keras.Model):
         if not self.built:
             self.build((None, *images_shape[1:]))
 
-    def _check_images(self, images):
-        images = images if tf.is_tensor(images) else np.asarray(images)
+    def _check_images(self, images, finite: bool = True, first: int = 0):
+        """Checks the shape (and, with ``finite``, NaN/Inf) of a batch.
+
+        ``images`` may also be a ``tf.TensorSpec`` (a dataset's element
+        spec: shape only, unknown sizes pass). ``first`` is the index of the
+        batch's first image, for the message.
+        """
+        spec = isinstance(images, tf.TensorSpec)
+        if not spec and not tf.is_tensor(images):
+            images = np.asarray(images)
+        if spec and images.shape.rank is None:
+            return images
         expected = getattr(self.backbone, "input_shape", None)
-        if isinstance(expected, tuple) and not _shape_matches(expected, images.shape):
+        shape = tuple(images.shape)
+        known = shape  # a spec's unknown sizes are checked batch by batch
+        if spec and isinstance(expected, tuple) and len(expected) == len(shape):
+            known = tuple(
+                w if g is None else g for w, g in zip(expected, shape, strict=True)
+            )
+        if isinstance(expected, tuple) and not _shape_matches(expected, known):
             raise ValueError(
-                f"images have shape {tuple(images.shape)} but the backbone "
-                f"expects {expected}"
+                f"images have shape {shape} but the backbone expects {expected}"
+            )
+        if spec or not finite or len(shape) == 0:
+            return images
+        if tf.is_tensor(images):
+            if not images.dtype.is_floating:
+                return images
+            axes = list(range(1, len(shape)))
+            ok = tf.reduce_all(tf.math.is_finite(images), axis=axes).numpy()
+        else:
+            if images.dtype.kind != "f":
+                return images
+            ok = np.isfinite(images).all(axis=tuple(range(1, len(shape))))
+        if not ok.all():
+            raise ValueError(
+                "images contain NaN or Inf: their codes would be meaningless "
+                f"(image {first + int(np.argmin(ok))}, {int((~ok).sum())} in "
+                f"this batch of {len(ok)})"
             )
         return images
 
@@ -381,3 +427,115 @@ class DHN(HashModel):
 
     def __init__(self, backbone, bits: int, beta_schedule=None, **kwargs):
         super().__init__(backbone, bits, beta_schedule=beta_schedule, **kwargs)
+
+
+class _TanhHashModel(HashModel):
+    """A method whose hash layer defaults to a plain ``tanh(z)`` (no continuation)."""
+
+    def __init__(self, backbone, bits: int, beta_schedule=None, **kwargs):
+        super().__init__(backbone, bits, beta_schedule=beta_schedule, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_hash")
+class DCH(_TanhHashModel):
+    """DCH (Cao et al., CVPR 2018): ``tanh`` codes, Cauchy cross-entropy.
+
+    Trained with :class:`keras_hash.DCHLoss`: on
+    ``d_ij = (K / 2) (1 - cos(h_i, h_j))``, the Cauchy probability
+    ``p_ij = gamma / (gamma + d_ij)``, the weighted cross-entropy
+    ``w_ij (s_ij log(1 + d_ij / gamma) + (1 - s_ij) log(1 + gamma / d_ij))``
+    (``w_ij = |S| / |S1|`` for similar pairs, ``|S| / |S0|`` for dissimilar
+    ones) plus ``lambda * log(1 + d(|h_i|, 1) / gamma)``; ``gamma = 20``,
+    ``lambda = 0.1``. Made for retrieval within a small Hamming radius.
+
+    ```python
+    model = keras_hash.DCH(backbone, bits=32)
+    model.compile(optimizer="adam")  # loss: DCHLoss()
+    model.fit(images, labels, batch_size=64, epochs=10)
+    ```
+
+    The arguments are :class:`HashModel`'s, ``beta_schedule`` defaulting to
+    ``None``: a plain ``tanh(z)``, the paper's.
+    """
+
+    default_loss = DCHLoss
+
+
+@keras.saving.register_keras_serializable(package="keras_hash")
+class CSQ(_TanhHashModel):
+    """CSQ (Yuan et al., CVPR 2020): ``tanh`` codes pulled to hash centres.
+
+    Trained with :class:`keras_hash.CSQLoss`, pointwise: each class has a
+    ``±1`` hash centre ``c`` (rows of a Hadamard matrix and their negations
+    while ``num_classes <= 2 * bits`` and ``bits`` is a power of two,
+    Bernoulli(0.5) draws otherwise; see
+    :func:`keras_hash.losses.hash_centers`), a multi-hot item the binarised
+    centroid of its labels' centres, and the loss of a code ``h`` is
+    ``mean_k BCE((c_k + 1) / 2, (h_k + 1) / 2) + lambda * mean_k (|h_k| -
+    1)^2`` with ``lambda = 1e-4``.
+
+    ```python
+    model = keras_hash.CSQ(backbone, bits=64, num_classes=10)
+    model.compile(optimizer="adam")  # CSQLoss(10, 64) unless told otherwise
+    model.centers  # float32 [10, 64] of ±1
+    ```
+
+    Args:
+        backbone: a Keras model mapping images to features ``[N, D]``.
+        bits: number of bits K.
+        beta_schedule: defaults to ``None``, a plain ``tanh(z)`` (the
+            paper's).
+        num_classes: the number of classes (required, keyword).
+        center_seed: seed of random centres and of the ties of multi-hot
+            centroids; saved with the model, so the centres are too.
+        **kwargs: as for :class:`HashModel` (``normalize``, ...).
+    """
+
+    def __init__(
+        self,
+        backbone,
+        bits: int,
+        beta_schedule=None,
+        *,
+        num_classes: int,
+        center_seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(backbone, bits, beta_schedule=beta_schedule, **kwargs)
+        loss = CSQLoss(num_classes, self.bits, seed=center_seed)  # validates
+        self.num_classes, self.center_seed = loss.num_classes, loss.seed
+        self.centers = loss.centers
+
+    def default_loss(self):
+        """``CSQLoss`` with the model's classes, bits and centre seed."""
+        return CSQLoss(self.num_classes, self.bits, seed=self.center_seed)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "center_seed": self.center_seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_hash")
+class DPSH(_TanhHashModel):
+    """DPSH (Li et al., IJCAI 2016): pairwise likelihood + quantization.
+
+    Trained with :class:`keras_hash.DPSHLoss`:
+    ``log(1 + exp(theta_ij)) - s_ij theta_ij`` on
+    ``theta_ij = <u_i, u_j> / 2`` over the pairs, plus
+    ``eta * ||b_i - u_i||^2`` with ``b_i = sign(u_i)``, ``eta = 0.01``. The
+    paper's ``u`` is the linear output of the network; here it is the hash
+    layer's ``tanh(z)`` (bounded, the bits are still ``sign(z)``).
+
+    The arguments are :class:`HashModel`'s, ``beta_schedule`` defaulting to
+    ``None`` (a plain ``tanh(z)``).
+
+    ```python
+    model = keras_hash.DPSH(backbone, bits=32)
+    model.compile(optimizer="adam")  # loss: DPSHLoss()
+    ```
+    """
+
+    default_loss = DPSHLoss

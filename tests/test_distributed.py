@@ -3,6 +3,8 @@
 conftest.py splits the CPU into two logical devices before TF starts.
 """
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -44,7 +46,16 @@ def one_step(model, x, y):
 
 
 @pytest.mark.parametrize("multi_label", [False, True])
-@pytest.mark.parametrize("cls", [keras_hash.HashNet, keras_hash.DHN])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        keras_hash.HashNet,
+        keras_hash.DHN,
+        keras_hash.DCH,
+        keras_hash.DPSH,
+        pytest.param(functools.partial(keras_hash.CSQ, num_classes=4), id="CSQ"),
+    ],
+)
 def test_one_step_matches_single_device(cls, multi_label, strategy):
     x, y = data(32, multi_label=multi_label)
     single = make_model(cls)

@@ -227,7 +227,14 @@ def test_bad_hyperparameters_raise(make):
 
 
 @pytest.mark.parametrize(
-    "loss", [keras_hash.HashNetLoss(alpha=0.3), keras_hash.DHNLoss(0.2, 0.05)]
+    "loss",
+    [
+        keras_hash.HashNetLoss(alpha=0.3),
+        keras_hash.DHNLoss(0.2, 0.05),
+        keras_hash.DCHLoss(gamma=5.0, quantization_weight=0.2),
+        keras_hash.DPSHLoss(0.05),
+        keras_hash.CSQLoss(3, 16, seed=4, quantization_weight=0.01),
+    ],
 )
 def test_serialization_round_trip(loss):
     restored = keras.saving.deserialize_keras_object(

@@ -441,3 +441,63 @@ def test_fit_hash_layer_needs_a_compiled_model():
     model = keras_hash.HashNet(conv_backbone(), bits=16)
     with pytest.raises(ValueError, match="compile the model"):
         model.fit_hash_layer(np.zeros((8, 4)), np.zeros(8))
+
+
+# --- issue 24: non-finite and wrong-shape images are refused, not encoded ---
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_encode_refuses_non_finite_pixels(value, as_tensor):
+    model = keras_hash.HashNet(conv_backbone(), bits=16)
+    x = images(20)
+    x[13, 4, 2, 0] = value  # one pixel of image 13 (batch 2 of 3 at size 6)
+    with pytest.raises(ValueError, match=r"NaN or Inf.*image 13, 1 in this batch"):
+        model.encode(tf.constant(x) if as_tensor else x, batch_size=6)
+
+
+def test_encode_refuses_non_finite_pixels_in_datasets():
+    model = keras_hash.HashNet(conv_backbone(), bits=16)
+    x = images(20)
+    x[[7, 8], 0, 0, 0] = np.nan
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(20))).batch(6)
+    with pytest.raises(ValueError, match=r"NaN or Inf.*image 7, 2 in this batch"):
+        model.encode(dataset)
+
+
+def test_encode_of_finite_images_is_unchanged_by_the_check():
+    model = keras_hash.HashNet(conv_backbone(), bits=16)
+    x = images(20)
+    x[3] = 1e6  # large but finite
+    np.testing.assert_array_equal(model.encode(x, 7), reference_codes(model, x))
+    integers = (np.abs(images(10)) * 50).astype(np.int32)
+    np.testing.assert_array_equal(
+        model.encode(integers), reference_codes(model, integers.astype(np.float32))
+    )
+
+
+def test_encode_refuses_datasets_of_the_wrong_image_size():
+    # The backbone pools globally, so 10x10 images would run and give codes.
+    model = keras_hash.HashNet(conv_backbone(), bits=16)
+    wrong = np.zeros((6, 10, 10, 1), np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices(wrong).batch(3)
+    with pytest.raises(
+        ValueError, match=r"shape \(None, 10, 10, 1\).*\(None, 8, 8, 1\)"
+    ):
+        model.encode(dataset)
+
+
+def test_encode_checks_each_batch_of_datasets_with_unknown_sizes():
+    model = keras_hash.HashNet(conv_backbone(), bits=16)
+    sizes = [8, 8, 10]
+
+    def generate():
+        for size in sizes:
+            yield np.zeros((2, size, size, 1), np.float32)
+
+    spec = tf.TensorSpec((None, None, None, 1), tf.float32)
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=spec)
+    with pytest.raises(ValueError, match=r"shape \(2, 10, 10, 1\)"):
+        model.encode(dataset)
+    sizes[2] = 8
+    assert model.encode(dataset).shape == (6, 2)

@@ -294,7 +294,7 @@ def test_run_killed_after_training_evaluates_without_training_again(data_dir, tm
     [
         (["--pretrain_low_res_epochs=3"], "between 0 and pretrain_epochs=2"),
         (["--bits=12"], "multiple of 8"),
-        (["--method=dpsh"], "method must be one of hashnet, dhn"),
+        (["--method=dsh"], "method must be one of hashnet, dhn, dch, csq, dpsh"),
         (["--finetune_backbone"], "cache_features trains the hash layer"),
     ],
 )

@@ -22,6 +22,7 @@ Outputs in ``output_dir``: ``metrics.json``, ``pr_curve.png``,
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -120,8 +121,10 @@ def train(recipe, state, images, labels, callbacks=()) -> tuple:
     else:
         backbone = build_backbone(recipe, image_shape, images)
     pretrain_seconds = time.perf_counter() - started
-    model = build_model(recipe, image_shape, backbone, len(images))
+    num_classes = int(np.max(labels)) + 1
+    model = build_model(recipe, image_shape, backbone, len(images), num_classes)
     reused = os.path.exists(state.state_path(HASHED))
+    resumed_from = 0
     if reused:  # trained before a kill during evaluation or export
         model.optimizer.build(model.trainable_variables)
         model.load_weights(state.state_path(HASHED))
@@ -130,14 +133,14 @@ def train(recipe, state, images, labels, callbacks=()) -> tuple:
         state.save_state(HASHED, model.save_weights)
     else:
         spe = datasets.steps_per_epoch(len(images), recipe.batch_size)
-        state.fit(
+        resumed_from = state.fit(
             model,
             _stream(recipe, images, labels, recipe.batch_size, crop_padding(recipe)),
             epochs=recipe.epochs,
             steps_per_epoch=spe,
             phase="hashing",
             callbacks=callbacks,
-        )
+        )["resumed_from_step"]
         state.save_state(HASHED, model.save_weights)
     return model, {
         "train_seconds": time.perf_counter() - started,
@@ -145,6 +148,7 @@ def train(recipe, state, images, labels, callbacks=()) -> tuple:
         "beta": float(model.hash_layer.beta.numpy()),
         "hash_iterations": int(model.hash_layer.iterations.numpy()),
         "reused_trained_model": reused,
+        "resumed_from_step": resumed_from,
     }
 
 
@@ -221,16 +225,27 @@ def pretrain_backbone(recipe: Recipe, state, images, labels):
     return fixed_size
 
 
-def build_model(recipe: Recipe, image_shape, backbone, num_train: int):
+def build_model(
+    recipe: Recipe, image_shape, backbone, num_train: int, num_classes=None
+):
     """The hash model, built and compiled with SGD (warm-up + cosine decay).
 
     After pre-training the schedule starts at ``finetune_learning_rate``
     without warm-up, and the backbone is frozen unless ``finetune_backbone``.
+    ``num_classes`` (those of the training labels) is needed by ``csq``.
     """
     pretrained = recipe.pretrain_epochs > 0
     if pretrained and not recipe.finetune_backbone:
         backbone.trainable = False
-    model_class = {"hashnet": keras_hash.HashNet, "dhn": keras_hash.DHN}[recipe.method]
+    model_class = {
+        "hashnet": keras_hash.HashNet,
+        "dhn": keras_hash.DHN,
+        "dch": keras_hash.DCH,
+        "dpsh": keras_hash.DPSH,
+        "csq": functools.partial(keras_hash.CSQ, num_classes=num_classes),
+    }[recipe.method]
+    if recipe.method == "csq" and num_classes is None:
+        raise ValueError("csq needs num_classes, the number of training classes")
     model = model_class(
         backbone,
         recipe.bits,
@@ -315,7 +330,12 @@ def _loss(recipe: Recipe):
         return "auto"
     if recipe.method == "hashnet":
         return keras_hash.HashNetLoss(alpha=scale)
-    return keras_hash.DHNLoss(scale=scale)
+    if recipe.method == "dhn":
+        return keras_hash.DHNLoss(scale=scale)
+    raise ValueError(
+        f"inner_product_scale is for hashnet and dhn; {recipe.method} has none "
+        "(DPSH's scale is the paper's 1/2, DCH and CSQ use no inner product)"
+    )
 
 
 def _stream(

@@ -41,7 +41,7 @@ class Recipe:
     from features averaged over mirror and one-pixel translations.
     """
 
-    method: str = _field("hashnet", "Hashing method: hashnet or dhn.")
+    method: str = _field("hashnet", "Hashing method: hashnet, dhn, dch, csq or dpsh.")
     bits: int = _field(64, "Code length K (a multiple of 8).")
     protocol: str = _field(
         "cifar10-2",
@@ -145,7 +145,7 @@ def field_help(name: str) -> str:
 
 def _check(recipe: Recipe) -> None:
     choices = {
-        "method": ("hashnet", "dhn"),
+        "method": ("hashnet", "dhn", "dch", "csq", "dpsh"),
         "protocol": cifar.PROTOCOLS,
         "precision": ("auto", *POLICIES),
     }

@@ -47,7 +47,7 @@ def test_every_field_has_help_and_round_trips_through_a_dict():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"method": "dpsh"}, "method must be one of hashnet, dhn"),
+        ({"method": "dsh"}, "method must be one of hashnet, dhn, dch, csq, dpsh"),
         ({"protocol": "cifar10-3"}, "protocol must be one of"),
         ({"precision": "float64"}, "precision must be one of"),
         ({"bits": 12}, "multiple of 8"),
