@@ -32,6 +32,14 @@ Backbones:
   chance-level codes at inference (mAP 0.104 with MobileNetV2(alpha=0.35),
   Adam 1e-3, HashNet).
 
+Other ``keras.applications`` backbones (``weights=None``, the same 32x32,
+3-channel input; ``--backbones=NAME``): ``mobilenet_050`` and
+``mobilenet_100`` (MobileNet, alpha 0.5 and 1.0), ``efficientnetb0``
+(EfficientNetB0, fed 0..255 since it rescales inside), ``nasnetmobile``,
+``densenet121``, ``resnet50``. ``experiments/defaults_diagnosis.py`` trains
+any of them as a plain softmax classifier, to tell a weak backbone from a
+weak hash objective.
+
 Results and the command are in ``docs/defaults.md``.
 
     python experiments/defaults_grid.py            # the full grid, ~25 min
@@ -54,6 +62,17 @@ import keras_hash  # noqa: E402
 from keras_hash import metrics as evaluation  # noqa: E402
 
 BACKBONES = ("conv_dense", "conv_gap", "mobilenet")
+# keras.applications backbones (weights=None) on the digits resized to 32x32,
+# 3 channels: name -> (application, keyword arguments).
+APPLICATIONS = {
+    "mobilenet": ("MobileNet", {"alpha": 0.25}),
+    "mobilenet_050": ("MobileNet", {"alpha": 0.5}),
+    "mobilenet_100": ("MobileNet", {"alpha": 1.0}),
+    "efficientnetb0": ("EfficientNetB0", {}),
+    "nasnetmobile": ("NASNetMobile", {}),
+    "densenet121": ("DenseNet121", {}),
+    "resnet50": ("ResNet50", {}),
+}
 OPTIMIZERS = ("adam1e-3", "adam3e-3", "sgd")
 METHODS = ("hashnet", "dhn")
 VARIANTS = {"old": {"normalize": False}, "new": {}}
@@ -83,19 +102,26 @@ def make_backbone(name: str) -> keras.Model:
         if name == "conv_dense":
             x = keras.layers.Dense(256, activation="relu")(x)
         return keras.Model(inputs, x, name=name)
-    if name == "mobilenet":
-        x = keras.layers.Rescaling(1 / 8, offset=-1)(inputs)
+    if name in APPLICATIONS:
+        application, kwargs = APPLICATIONS[name]
+        if application == "EfficientNetB0":
+            # EfficientNet rescales and normalizes inside: feed it 0..255.
+            x = keras.layers.Rescaling(255 / 16)(inputs)
+        else:
+            x = keras.layers.Rescaling(1 / 8, offset=-1)(inputs)  # to [-1, 1]
         x = keras.layers.Resizing(32, 32)(x)
         x = keras.layers.Concatenate()([x, x, x])
-        net = keras.applications.MobileNet(
+        net = getattr(keras.applications, application)(
             input_shape=(32, 32, 3),
-            alpha=0.25,
             include_top=False,
             pooling="avg",
             weights=None,
+            **kwargs,
         )
         return keras.Model(inputs, net(x), name=name)
-    raise ValueError(f"unknown backbone {name!r}; choose from {BACKBONES}")
+    raise ValueError(
+        f"unknown backbone {name!r}; choose from {(*BACKBONES, *APPLICATIONS)}"
+    )
 
 
 def make_optimizer(name: str) -> keras.optimizers.Optimizer:
