@@ -1,8 +1,9 @@
 """keras_hash: deep learning to hash for Keras 3.
 
-HashNet and DHN models, losses and a continuation hash layer that train with
-``model.fit``; packed binary codes; a Hamming index and retrieval metrics;
-SavedModel and TFLite export whose output is packed codes.
+HashNet, DHN, DCH, CSQ and DPSH models and losses and a continuation hash
+layer that train with ``model.fit``; packed binary codes; a Hamming index
+and retrieval metrics; SavedModel and TFLite export whose output is packed
+codes.
 
 Namespaces: :mod:`keras_hash.codes` (bit order, packing, the Hamming
 kernel), :mod:`~keras_hash.labels`, :mod:`~keras_hash.layers`,
@@ -10,7 +11,8 @@ kernel), :mod:`~keras_hash.labels`, :mod:`~keras_hash.layers`,
 :mod:`~keras_hash.models`, :mod:`~keras_hash.index`,
 :mod:`~keras_hash.metrics`, :mod:`~keras_hash.export`,
 :mod:`~keras_hash.callbacks`, :mod:`~keras_hash.datasets`,
-:mod:`~keras_hash.backbones`, :mod:`~keras_hash.training`. Research recipes
+:mod:`~keras_hash.backbones`, :mod:`~keras_hash.training`,
+:mod:`~keras_hash.visualization`. Research recipes
 (CIFAR-10 protocols, airbench) are in :mod:`keras_hash.recipes`, which this
 package does not import.
 """
@@ -28,6 +30,8 @@ from keras_hash import (
     metrics,
     models,
     schedules,
+    training,
+    visualization,
 )
 from keras_hash.codes import hamming_distance, pack_codes, unpack_codes
 from keras_hash.index import HammingIndex, RangeResult
@@ -72,5 +76,7 @@ __all__ = [
     "models",
     "pack_codes",
     "schedules",
+    "training",
     "unpack_codes",
+    "visualization",
 ]

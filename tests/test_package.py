@@ -1,0 +1,44 @@
+"""The package's public face: namespaces, and a core that leaves recipes out."""
+
+import subprocess
+import sys
+
+NAMESPACES = (
+    "backbones",
+    "callbacks",
+    "codes",
+    "datasets",
+    "export",
+    "index",
+    "labels",
+    "layers",
+    "losses",
+    "metrics",
+    "models",
+    "schedules",
+    "training",
+    "visualization",
+)
+
+
+def test_import_keras_hash_leaves_the_recipes_out():
+    # A fresh interpreter: this test session may have imported recipes already.
+    code = (
+        "import sys, keras_hash\n"
+        "print(sorted(m for m in sys.modules if m.startswith('keras_hash.recipes')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_declared_namespaces_and_top_level_names():
+    import keras_hash
+
+    for name in NAMESPACES:
+        assert name in keras_hash.__all__, name
+        assert getattr(keras_hash, name).__name__ == f"keras_hash.{name}"
+    for name in ("HashNet", "DHN", "DCH", "CSQ", "DPSH", "HammingIndex"):
+        assert name in keras_hash.__all__ and hasattr(keras_hash, name), name
