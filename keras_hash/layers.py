@@ -44,7 +44,7 @@ class HashLayer(keras.layers.Layer):
         normalize: batch-normalize ``z`` (a float32 ``BatchNormalization``
             sublayer: statistics of the global batch, across replicas, in
             training; moving ones at inference) before ``tanh``. On by
-            default (since issue 21): the scale of ``tanh``'s input then
+            default: the scale of ``tanh``'s input then
             no longer depends on the backbone's feature scale and
             initialization. On
             scikit-learn's digits with two small conv backbones trained from
