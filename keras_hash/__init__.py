@@ -12,7 +12,12 @@ kernel), :mod:`~keras_hash.labels`, :mod:`~keras_hash.layers`,
 :mod:`~keras_hash.metrics`, :mod:`~keras_hash.export`,
 :mod:`~keras_hash.callbacks`, :mod:`~keras_hash.datasets`,
 :mod:`~keras_hash.backbones`, :mod:`~keras_hash.training`,
-:mod:`~keras_hash.visualization`. Research recipes
+:mod:`~keras_hash.distribute` (multi-worker training),
+:mod:`~keras_hash.visualization`. Modules with optional dependencies are
+imported by name: :mod:`keras_hash.milvus` (``MilvusHammingIndex``,
+extra ``milvus``), :mod:`keras_hash.approximate_index` (FAISS, extra
+``faiss``) and :mod:`keras_hash.bulk_encode` (Apache Beam, extra
+``beam``). Research recipes
 (CIFAR-10 protocols, airbench) are in :mod:`keras_hash.recipes`, which this
 package does not import.
 """
@@ -22,6 +27,7 @@ from keras_hash import (
     callbacks,
     codes,
     datasets,
+    distribute,
     export,
     index,
     labels,
@@ -66,6 +72,7 @@ __all__ = [
     "callbacks",
     "codes",
     "datasets",
+    "distribute",
     "export",
     "hamming_distance",
     "index",

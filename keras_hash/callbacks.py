@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
 import keras
 import numpy as np
 
+from keras_hash.distribute import check_same_on_workers, is_chief
 from keras_hash.files import write_atomic
 
 BACKUP_WEIGHTS = "backup.weights.h5"
@@ -34,6 +36,12 @@ class StepBackup(keras.callbacks.Callback):
     ds = keras_hash.datasets.train_dataset(x, y, 128, epochs, start_step=start)
     ```
 
+    Under a ``MultiWorkerMirroredStrategy`` of several workers only the
+    chief writes, and every worker restores from ``backup_dir``: it must be
+    a folder all workers see (a shared file system). :meth:`restore` raises
+    ``ValueError`` on every worker when they would resume from different
+    steps (see ``docs/multi_worker.md``).
+
     Args:
         backup_dir: directory of the backup (created if needed).
         save_freq: steps between backups. A backup is also written at the
@@ -51,7 +59,7 @@ class StepBackup(keras.callbacks.Callback):
         self._step = 0
 
     def on_train_begin(self, logs=None):
-        self._step = int(self.model.optimizer.iterations)
+        self._step = int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
@@ -63,28 +71,47 @@ class StepBackup(keras.callbacks.Callback):
             self.save()
 
     def save(self) -> None:
-        """Writes the backup now (weights first, then the small info file)."""
+        """Writes the backup now (weights first, then the small info file).
+
+        Does nothing on the non-chief workers of a multi-worker strategy.
+        """
+        if not is_chief(getattr(self.model, "distribute_strategy", None)):
+            return
         os.makedirs(self.backup_dir, exist_ok=True)
         write_atomic(self.weights_path, self.model.save_weights)
-        step = int(self.model.optimizer.iterations)
+        step = int(self.model.optimizer.iterations.numpy())
         info = json.dumps({"step": step})
         write_atomic(self.info_path, lambda p: _write_text(p, info))
 
     def restore(self, model: keras.Model) -> int:
         """Loads the backup into a built, compiled ``model``; returns its step.
 
-        Returns 0 (and changes nothing) when there is no backup.
+        Returns 0 (and changes nothing) when there is no backup. Under a
+        multi-worker strategy every worker must call it (the workers check
+        that they restored the same step).
         """
+        step = self._load(model)
+        check_same_on_workers(
+            step,
+            f"the step restored from {self.backup_dir} (it must be a folder "
+            "every worker sees, where the chief writes the backups)",
+            getattr(model, "distribute_strategy", None),
+        )
+        return step
+
+    def _load(self, model: keras.Model) -> int:
         if not os.path.exists(self.weights_path):
             return 0
         if not model.built:
             raise ValueError("Build the model before restoring a backup into it")
         if model.optimizer is None:
             raise ValueError("Compile the model before restoring a backup into it")
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+        if not model.optimizer.built:  # its variables in the model's strategy
+            strategy = getattr(model, "distribute_strategy", None)
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                model.optimizer.build(model.trainable_variables)
         model.load_weights(self.weights_path)
-        return int(model.optimizer.iterations)
+        return int(model.optimizer.iterations.numpy())
 
     def clear(self) -> None:
         """Deletes the backup files (call once training has finished)."""

@@ -8,6 +8,11 @@ import tensorflow as tf
 from keras import ops
 
 from keras_hash.codes import check_bits, pack_codes_tensor
+from keras_hash.distribute import (
+    first_local_batch,
+    is_multi_worker,
+    logs_for_multi_worker,
+)
 from keras_hash.layers import HashLayer
 from keras_hash.losses import CSQLoss, DCHLoss, DHNLoss, DPSHLoss, HashNetLoss
 
@@ -152,6 +157,21 @@ class HashModel(keras.Model):
                 )
             loss = self.default_loss()
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    # Keras 3's TensorFlow trainer fails twice under a MultiWorkerMirroredStrategy
+    # of 2+ workers (keras-team/keras#20585); these overrides work around it
+    # and change nothing on one worker (see keras_hash.distribute).
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is not None and is_multi_worker(strategy):
+            data_batch, iterator = first_local_batch(strategy, iterator), None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def train_step(self, *args, **kwargs):
+        return logs_for_multi_worker(super().train_step(*args, **kwargs))
+
+    def test_step(self, *args, **kwargs):
+        return logs_for_multi_worker(super().test_step(*args, **kwargs))
 
     def compile_from_config(self, config):
         # Keras skips this for models that override compile(); we replay it.

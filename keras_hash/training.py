@@ -47,6 +47,7 @@ import time
 import keras
 
 from keras_hash.callbacks import StepBackup
+from keras_hash.distribute import is_chief
 from keras_hash.files import write_atomic, write_text_atomic
 
 CONFIG_FILE = "run_config.json"
@@ -81,6 +82,7 @@ class Run:
         self.directory = os.fspath(directory)
         self.config = json.loads(self._config_text)
         self.save_freq = int(save_freq)
+        self._chief = True  # False on a non-chief worker once fit has run
 
     @property
     def config_path(self) -> str:
@@ -179,6 +181,7 @@ class Run:
         if not callable(dataset):
             raise TypeError("dataset must be a callable start_step -> dataset")
         total = epochs * steps_per_epoch
+        self._chief = is_chief(getattr(model, "distribute_strategy", None))
         backup = StepBackup(self.state_path(phase), self.save_freq)
         start = step = backup.restore(model)
         if start:
@@ -197,7 +200,7 @@ class Run:
                 shuffle=False,
                 verbose=verbose,
             )
-            done = int(model.optimizer.iterations)
+            done = int(model.optimizer.iterations.numpy())
             if done <= step:
                 raise RuntimeError(
                     f"{phase}: model.fit made no progress at step {step} (the "
@@ -225,12 +228,16 @@ class Run:
         """Writes ``metrics.json`` (config and ``record``), then deletes the state.
 
         Call it once every final artifact (model file, exports) is written.
+        After :meth:`fit` under a multi-worker strategy, only the chief
+        writes and deletes; the other workers just return the path.
 
         Returns:
             The path of ``metrics.json``.
         """
         if not isinstance(record, dict):
             raise TypeError(f"record must be a dict, got {type(record).__name__}")
+        if not self._chief:
+            return self.metrics_path
         text = json.dumps({"config": self.config, **record}, indent=2)
         write_text_atomic(self.metrics_path, text)
         shutil.rmtree(os.path.join(self.directory, STATE_DIR), ignore_errors=True)
