@@ -72,6 +72,7 @@ import numpy as np
 
 from keras_hash import datasets
 from keras_hash.index import HammingIndex
+from keras_hash.index_file import parse_json_header
 
 ID_RULES = ("hash", "index")
 SHARD_PREFIX = "codes"
@@ -434,17 +435,9 @@ def _load_shard(path: str, data: bytes | None = None) -> HammingIndex:
 
 
 def _parse_manifest(path: str) -> dict:
-    try:
-        manifest = json.loads(_read_bytes(path).decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path!r}: unreadable manifest: {error}") from None
-    if not isinstance(manifest, dict) or manifest.get("magic") != MANIFEST_MAGIC:
-        raise ValueError(f"{path!r} is not a keras_hash code-shard manifest")
-    if manifest.get("format_version") != MANIFEST_VERSION:
-        raise ValueError(
-            f"{path!r}: unsupported format_version {manifest.get('format_version')!r}"
-            f" (this version reads {MANIFEST_VERSION})"
-        )
+    manifest = parse_json_header(
+        path, _read_bytes(path), MANIFEST_MAGIC, MANIFEST_VERSION, "code-shard manifest"
+    )
     shards = manifest.get("shards")
     ints = [manifest.get("bits"), manifest.get("count")]
     if not isinstance(shards, list) or not all(

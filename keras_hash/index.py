@@ -24,25 +24,18 @@ Two backends give identical results:
 Codes are kept sorted by id (a stable sort: ids are unique), so "position in
 the index" and "id" order agree and every tie rule is one on positions.
 
-File format (:meth:`HammingIndex.save`): an uncompressed ``.npz`` archive
-holding exactly three stored (uncompressed) members: ``header.npy`` (UTF-8
-JSON as uint8), ``codes.npy`` (uint8 ``[count, bits // 8]``) and ``ids.npy``
-(little-endian int64 ``[count]``, ascending).
-The header holds ``magic`` (``"keras_hash.HammingIndex"``),
-``format_version`` (1), ``bits``, ``count`` and ``sha256`` of the codes bytes
-followed by the ids bytes (little-endian). Files are written to a temporary
-file beside the target, then moved into place with ``os.replace`` (see
-:mod:`keras_hash.files`: permissions of the umask, symlinks written through,
-staging files of killed writers removed).
-
-:meth:`HammingIndex.load` treats the file as untrusted and reads it with
-memory bounded by the file's size: it parses the zip directory and each
-member's ``.npy`` header itself (never ``pickle``), refuses compressed,
-unknown or missing members, other dtypes, Fortran order and any shape that
-disagrees with the JSON header before allocating, and checks the sizes
-declared in the zip against the file and the checksum against the data.
-Any such fault, and any file that is not such an archive (a ``.npy``, a
-text file, a truncated copy), raises ``ValueError``.
+File format (:meth:`HammingIndex.save`): the checked archive of
+:mod:`keras_hash.index_file` (three stored ``.npy`` members: a JSON header,
+uint8 codes ``[count, bits // 8]``, int64 ids ``[count]`` ascending) with
+``magic`` ``"keras_hash.HammingIndex"`` and ``format_version`` 1. Files are
+written to a temporary file beside the target, then moved into place with
+``os.replace`` (see :mod:`keras_hash.files`: permissions of the umask,
+symlinks written through, staging files of killed writers removed).
+:meth:`HammingIndex.load` treats the file as untrusted: memory bounded by
+the file's size, never ``pickle``, every shape checked against the header
+before allocating, the checksum against the data; any fault, and any file
+that is not such an archive (a ``.npy``, a text file, a truncated copy),
+raises ``ValueError``.
 
 Threads: one index may be shared. A readers-writer lock guards it:
 searches, saves and the array properties (``ids``, ``codes``,
@@ -55,12 +48,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
 import os
-import struct
 import threading
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,7 +61,12 @@ from keras_hash.codes import (
     hamming_blocks,
     word_planes,
 )
-from keras_hash.files import write_atomic
+from keras_hash.index_file import (
+    MAX_BITS,
+    load_archive,
+    new_ids,
+    save_archive,
+)
 
 MAGIC = "keras_hash.HammingIndex"
 FORMAT_VERSION = 1
@@ -82,13 +76,6 @@ FORMAT_VERSION = 1
 _QUERY_BLOCK = 32
 # Database items sampled to guess the k-NN distance limit.
 _SAMPLE = 8192
-#: Largest code length (FAISS keeps dimensions in a C int).
-MAX_BITS = 1 << 30
-#: Range of ids: they are int64.
-MIN_ID, MAX_ID = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
-# Members of an index file and their dtypes.
-_MEMBERS = {"header": np.uint8, "codes": np.uint8, "ids": np.dtype("<i8")}
-_MAX_HEADER_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -243,7 +230,7 @@ class HammingIndex:
             self._add(codes, ids)
 
     def _add(self, codes: np.ndarray, ids) -> None:
-        ids = self._check_new_ids(ids, len(codes))
+        ids = new_ids(ids, len(codes), self._ids)
         if len(ids) == 0:
             return
         appended = self.ntotal == 0 or ids[0] > self._ids[-1]
@@ -284,15 +271,10 @@ class HammingIndex:
         """
         with self._lock.reading():
             queries = self._check_queries(queries)
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-                raise TypeError(f"k must be an int, got {k!r}")
-            if not 1 <= k <= self.ntotal:
-                raise ValueError(
-                    f"k must be between 1 and the index size {self.ntotal}, got {k}"
-                )
+            k = check_k(k, self.ntotal)
             if len(queries) == 0:
-                return np.zeros((0, int(k)), np.int32), np.zeros((0, int(k)), np.int64)
-            distances, positions = self._backend.knn(queries, int(k))
+                return np.zeros((0, k), np.int32), np.zeros((0, k), np.int64)
+            distances, positions = self._backend.knn(queries, k)
             return distances, self._ids[positions]
 
     def range_search(self, queries: np.ndarray, radius: int) -> RangeResult:
@@ -309,11 +291,7 @@ class HammingIndex:
         """
         with self._lock.reading():
             queries = self._check_queries(queries)
-            if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
-                raise TypeError(f"radius must be an int, got {radius!r}")
-            if radius < 0:
-                raise ValueError(f"radius must be >= 0, got {radius}")
-            radius = min(int(radius), self._bits)
+            radius = check_radius(radius, self._bits)
             if len(queries) == 0:
                 return RangeResult(
                     np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
@@ -324,22 +302,14 @@ class HammingIndex:
     def save(self, path: str | os.PathLike) -> None:
         """Writes the index to ``path`` atomically (format in the module doc)."""
         with self._lock.reading():
-            codes, ids = self._codes, self._ids.astype("<i8")
-        digest = hashlib.sha256(codes.tobytes())
-        digest.update(ids.tobytes())
+            codes, ids = self._codes, self._ids
         header = {
             "magic": MAGIC,
             "format_version": FORMAT_VERSION,
             "bits": self._bits,
             "count": len(ids),
-            "sha256": digest.hexdigest(),
         }
-        arrays = {
-            "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
-            "codes": codes,
-            "ids": ids,
-        }
-        write_atomic(path, lambda staging: _write_archive(staging, arrays))
+        save_archive(path, header, codes, ids)
 
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str = "auto") -> HammingIndex:
@@ -356,8 +326,9 @@ class HammingIndex:
                 or shapes the writer does not produce. Memory stays bounded
                 by the file's size (module doc).
         """
-        path = os.fspath(path)
-        header, codes, ids = _read_checked(path)
+        header, codes, ids = load_archive(
+            path, magic=MAGIC, format_version=FORMAT_VERSION, kind="HammingIndex"
+        )
         index = cls(header["bits"], backend=backend)
         if len(ids):
             index.add(codes, ids)
@@ -369,37 +340,23 @@ class HammingIndex:
             raise ValueError("the index is empty: add codes before searching")
         return queries
 
-    def _check_new_ids(self, ids, n: int) -> np.ndarray:
-        if ids is None:
-            start = int(self._ids[-1]) + 1 if self.ntotal else 0
-            if n and start + n - 1 > MAX_ID:
-                raise ValueError(
-                    f"no {n} free default ids after the largest id {start - 1}: "
-                    "ids stop at 2**63 - 1; pass ids"
-                )
-            return np.arange(start, start + n, dtype=np.int64)
-        if isinstance(ids, (list, tuple)) and all(type(i) is int for i in ids):
-            ids = np.array(ids, dtype=object)  # numpy would make 2**63 a float
-        else:
-            ids = np.asarray(ids)
-        if ids.shape != (n,):
-            raise ValueError(f"ids must have shape ({n},), got shape {ids.shape}")
-        if n and ids.dtype == object and all(type(i) is int for i in ids):
-            low, high = min(ids), max(ids)  # Python ints beyond 64 bits
-        elif n and np.issubdtype(ids.dtype, np.integer):
-            low, high = ids.min(), ids.max()
-        elif n:
-            raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
-        if n and not (MIN_ID <= low and high <= MAX_ID):
-            raise ValueError(
-                f"ids must fit in int64 (-2**63 .. 2**63 - 1), got "
-                f"{low if low < MIN_ID else high}"
-            )
-        ids = ids.astype(np.int64)
-        unique, counts = np.unique(np.concatenate([self._ids, ids]), return_counts=True)
-        if np.any(counts > 1):
-            raise ValueError(f"ids must be unique; repeated: {unique[counts > 1][:10]}")
-        return ids
+
+def check_k(k, ntotal: int) -> int:
+    """The number of neighbours ``k`` as an int in ``1 .. ntotal``."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an int, got {k!r}")
+    if not 1 <= k <= ntotal:
+        raise ValueError(f"k must be between 1 and the index size {ntotal}, got {k}")
+    return int(k)
+
+
+def check_radius(radius, bits: int) -> int:
+    """A search radius as an int ``>= 0``, capped at ``bits`` (all codes)."""
+    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
+        raise TypeError(f"radius must be an int, got {radius!r}")
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    return min(int(radius), bits)
 
 
 class _ReadWriteLock:
@@ -729,176 +686,3 @@ def _faiss_ties_by_label() -> bool:
     reference.reset(database)
     want_d, want_l = reference.knn(queries, 700)
     return bool(np.array_equal(got_d, want_d) and np.array_equal(got_l, want_l))
-
-
-# ---------------------------------------------------------------------------
-# file format
-
-
-def _write_archive(path: str, arrays: dict) -> None:
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _read_checked(path: str):
-    """Reads and checks an index file with memory bounded by its size."""
-    try:
-        with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if not zipfile.is_zipfile(file):
-                raise ValueError("not an .npz (zip) archive")
-            file.seek(0)
-            with zipfile.ZipFile(file) as archive:
-                members = _check_members(archive, size)
-                raw_header = _read_member(archive, members["header"], "header")
-                try:
-                    header = _parse_header(path, raw_header)
-                except ValueError as e:
-                    raise _HeaderError(str(e)) from e
-                shapes = {
-                    "codes": (header["count"], header["bits"] // 8),
-                    "ids": (header["count"],),
-                }
-                # Each member's .npy shape must equal these before any read.
-                codes = _read_member(archive, members["codes"], "codes", shapes)
-                ids = _read_member(archive, members["ids"], "ids", shapes)
-    except FileNotFoundError:
-        raise
-    except _HeaderError as e:
-        raise ValueError(str(e)) from e
-    except _READ_ERRORS as e:
-        raise ValueError(f"{path!r} is not a readable HammingIndex file: {e}") from e
-    _check_payload(path, header, codes, ids)
-    return header, codes, ids
-
-
-# What zipfile and numpy's .npy header parser raise on hostile bytes.
-_READ_ERRORS = (
-    ValueError,
-    OSError,
-    EOFError,
-    zipfile.BadZipFile,
-    KeyError,
-    IndexError,
-    struct.error,
-    NotImplementedError,
-    RuntimeError,
-    OverflowError,
-    SyntaxError,
-)
-
-
-class _HeaderError(ValueError):
-    """A well-formed archive whose JSON header is wrong (message has the path)."""
-
-
-def _check_members(archive: zipfile.ZipFile, size: int) -> dict:
-    """The three members, stored uncompressed, no others, sizes within the file."""
-    infos = archive.infolist()
-    names = [info.filename for info in infos]
-    members = {
-        name[: -len(".npy")]: info
-        for name, info in zip(names, infos, strict=True)
-        if name.endswith(".npy")
-    }
-    missing = set(_MEMBERS) - set(members)
-    if missing:
-        raise ValueError(f"missing arrays {sorted(missing)}")
-    unknown = sorted(set(names) - {f"{name}.npy" for name in _MEMBERS})
-    if unknown or len(names) != len(_MEMBERS):
-        raise ValueError(f"unexpected members {unknown or names}")
-    for name, info in members.items():
-        if info.flag_bits & 0x1:
-            raise ValueError(f"member {name!r} is encrypted")
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise ValueError(f"member {name!r} is compressed (the writer stores)")
-        if info.file_size != info.compress_size or info.file_size > size:
-            raise ValueError(
-                f"member {name!r} declares {info.file_size} bytes in a file of "
-                f"{size} bytes"
-            )
-    return members
-
-
-def _read_member(archive, info, name, shapes=None) -> np.ndarray:
-    """One ``.npy`` member: header parsed here, data read only if it fits."""
-    with archive.open(info) as stream:
-        version = np.lib.format.read_magic(stream)
-        if version not in ((1, 0), (2, 0)):
-            raise ValueError(f"member {name!r}: unsupported .npy version {version}")
-        read_header = (
-            np.lib.format.read_array_header_1_0
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, fortran, dtype = read_header(stream, max_header_size=10_000)
-        want = np.dtype(_MEMBERS[name])
-        if dtype != want or dtype.hasobject or fortran:
-            raise ValueError(
-                f"member {name!r} is {dtype} (fortran order {fortran}), the "
-                f"format says C-order {want}"
-            )
-        if len(shape) != (1 if name != "codes" else 2) or min(shape) < 0:
-            raise ValueError(f"member {name!r} has shape {shape}")
-        if shapes is not None and shape != shapes[name]:
-            raise _HeaderError(
-                f"{archive.filename!r}: {name} are {dtype} {shape}, header says "
-                f"{'uint8' if name == 'codes' else 'int64'} {shapes[name]}"
-            )
-        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        if name == "header" and nbytes > _MAX_HEADER_BYTES:
-            raise ValueError(f"header of {nbytes} bytes (at most {_MAX_HEADER_BYTES})")
-        if stream.tell() + nbytes != info.file_size:
-            raise ValueError(
-                f"member {name!r}: shape {shape} needs {nbytes} bytes after its "
-                f"header, the member has {info.file_size - stream.tell()}"
-            )
-        data = stream.read(nbytes)  # at most the member's size, in the file
-        if len(data) != nbytes or stream.read(1):
-            raise ValueError(f"member {name!r} is truncated")
-    return np.frombuffer(data, dtype).reshape(shape)
-
-
-def _parse_header(path: str, raw: np.ndarray) -> dict:
-    try:
-        header = json.loads(raw.astype(np.uint8).tobytes().decode())
-    except (ValueError, RecursionError) as e:  # bad UTF-8, JSON, huge numbers
-        raise ValueError(f"{path!r}: unreadable header: {e}") from e
-    if not isinstance(header, dict) or header.get("magic") != MAGIC:
-        raise ValueError(f"{path!r} is not a HammingIndex file (magic {header!r:.80})")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path!r}: unsupported format_version "
-            f"{header.get('format_version')!r} (this version reads {FORMAT_VERSION})"
-        )
-    for key, kind in (("bits", int), ("count", int), ("sha256", str)):
-        value = header.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"{path!r}: header field {key!r} is {value!r:.80}")
-    bits, count = header["bits"], header["count"]
-    if bits <= 0 or bits % 8 or bits > MAX_BITS or count < 0:
-        raise ValueError(
-            f"{path!r}: header says bits={bits}, count={count} (bits must be a "
-            f"positive multiple of 8 up to {MAX_BITS}, count >= 0)"
-        )
-    return header
-
-
-def _check_payload(path: str, header: dict, codes: np.ndarray, ids: np.ndarray):
-    bits, count = header["bits"], header["count"]
-    if codes.dtype != np.uint8 or codes.shape != (count, bits // 8):
-        raise ValueError(
-            f"{path!r}: codes are {codes.dtype} {codes.shape}, header says "
-            f"uint8 {(count, bits // 8)}"
-        )
-    if ids.dtype != np.dtype("<i8") or ids.shape != (count,):
-        raise ValueError(
-            f"{path!r}: ids are {ids.dtype} {ids.shape}, header says int64 ({count},)"
-        )
-    digest = hashlib.sha256(codes.tobytes() + ids.tobytes()).hexdigest()
-    if digest != header["sha256"]:
-        raise ValueError(
-            f"{path!r}: checksum mismatch (file {digest}, header {header['sha256']})"
-        )

@@ -57,7 +57,8 @@ import re
 import numpy as np
 
 from keras_hash.codes import check_bits, check_packed
-from keras_hash.index import RangeResult
+from keras_hash.index import RangeResult, check_k, check_radius
+from keras_hash.index_file import check_ids
 
 #: Milvus's largest ``topk`` (``limit``) and ``nq`` for one search.
 MAX_TOPK = 16384
@@ -380,14 +381,8 @@ class MilvusHammingIndex:
             by distance ascending, ties by id ascending.
         """
         queries = check_packed(queries, bits=self._bits, name="queries")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"k must be an int, got {k!r}")
-        k = int(k)
         ntotal = self._check_nonempty()
-        if not 1 <= k <= ntotal:
-            raise ValueError(
-                f"k must be between 1 and the index size {ntotal}, got {k}"
-            )
+        k = check_k(k, ntotal)
         if k > MAX_TOPK:
             raise ValueError(
                 f"k must be at most {MAX_TOPK}, Milvus's largest search (topk), got {k}"
@@ -432,11 +427,7 @@ class MilvusHammingIndex:
             doc).
         """
         queries = check_packed(queries, bits=self._bits, name="queries")
-        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
-            raise TypeError(f"radius must be an int, got {radius!r}")
-        if radius < 0:
-            raise ValueError(f"radius must be >= 0, got {radius}")
-        radius = min(int(radius), self._bits)
+        radius = check_radius(radius, self._bits)
         self._check_nonempty()
         lims = np.zeros(len(queries) + 1, np.int64)
         if len(queries) == 0:
@@ -715,25 +706,9 @@ def _check_ids(ids, n: int | None, unique: bool = True) -> np.ndarray:
         raise TypeError("ids are required: MilvusHammingIndex stores the caller's ids")
     if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool):
         ids = [ids]
-    if isinstance(ids, (list, tuple)) and all(type(i) is int for i in ids):
-        ids = np.array(ids, dtype=object)  # numpy would make 2**63 a float
-    else:
-        ids = np.asarray(ids)
-    if ids.ndim != 1 or (n is not None and len(ids) != n):
-        want = f"({n},)" if n is not None else "[n]"
-        raise ValueError(f"ids must have shape {want}, got shape {ids.shape}")
-    if len(ids) and ids.dtype == object and all(type(i) is int for i in ids):
-        low, high = min(ids), max(ids)
-    elif len(ids) and np.issubdtype(ids.dtype, np.integer):
-        low, high = int(ids.min()), int(ids.max())
-    elif len(ids):
-        raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
-    if len(ids) and not (MIN_ID <= low and high <= MAX_ID):
-        raise ValueError(
-            "ids must be in -2**63 + 1 .. 2**63 - 1 (int64 but -2**63, which "
-            f"Milvus expressions cannot match), got {low if low < MIN_ID else high}"
-        )
-    ids = ids.astype(np.int64)
+    ids = check_ids(
+        ids, n, MIN_ID, " (int64 but -2**63, which Milvus expressions cannot match)"
+    )
     if unique:
         values, counts = np.unique(ids, return_counts=True)
         if np.any(counts > 1):

@@ -573,7 +573,7 @@ class TestIdRange:
     )
     def test_ids_outside_int64_are_refused(self, backend, ids):
         index = HammingIndex(64, backend=backend)
-        with pytest.raises(ValueError, match=r"ids must fit in int64 \(-2\*\*63"):
+        with pytest.raises(ValueError, match=r"ids must be in -2\*\*63 "):
             index.add(_id_codes([1] * len(ids)), ids=ids)
         assert len(index) == 0
 
