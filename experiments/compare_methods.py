@@ -7,16 +7,19 @@ computes once the backbone's features of the un-augmented training images
 query and database images (``model.features``: the model's mirror and
 translation averaging, as its codes are computed), then for every method
 and code length trains a fresh hash layer of that method on the cached
-training features with the ``cifar10-2`` preset's hashing phase
-(``pipeline.build_model``: 3 epochs, batch 128, SGD with Nesterov momentum
-0.9 from 0.02 with cosine decay, weight decay 5e-4, each method's default
-loss) and prints a markdown table of mAP@1000, precision within Hamming
-radius 2 and the share of queries whose radius-2 ball is empty
-(``keras_hash.RetrievalEvaluator``, protocol ``cifar10-2``). Every row uses
+training features with the hashing phase of the run's preset
+(``--preset``; ``cifar10-2``: ``pipeline.build_model``, 3 epochs, batch
+128, SGD with Nesterov momentum 0.9 from 0.02 with cosine decay, weight
+decay 5e-4, each method's default loss) and prints a markdown table of mAP
+(the preset's protocol: @1000 for ``cifar10-2``, the whole database for
+``dhn``), precision within Hamming radius 2 and the share of queries whose
+radius-2 ball is empty (``keras_hash.RetrievalEvaluator``). Every row uses
 the same frozen backbone and features, so differences are the methods'.
 
     python experiments/compare_methods.py --model=runs/seed0/model.keras \\
         --data_dir=../shared/data/cifar10 --cache=runs/compare_features.npz
+    python experiments/compare_methods.py --preset=dhn --bits=48 \\
+        --model=runs/dhn_frozen/model.keras --data_dir=../shared/data/cifar10
 
 Results in ``docs/methods.md``.
 """
@@ -89,6 +92,11 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="model.keras of a run")
     parser.add_argument("--data_dir", default=None, help="CIFAR-10 image folders")
     parser.add_argument("--seed", type=int, default=0, help="the run's seed")
+    parser.add_argument(
+        "--preset",
+        default="cifar10-2",
+        help="the run's preset: its protocol, and its hashing phase for every row",
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--bits", default=",".join(map(str, BITS)))
     parser.add_argument("--cache", default=None, help=".npz of the features")
@@ -98,8 +106,9 @@ def main(argv=None):
     model = keras.saving.load_model(args.model, compile=False)
     train, test = cifar.load_cifar10(args.data_dir)
     images, labels = cifar.pool(train, test)
-    split = cifar.split_indices(train[1], test[1], "cifar10-2", seed=args.seed)
-    top_k = cifar.MAP_TOP_K["cifar10-2"]
+    protocol = presets.get(args.preset).protocol
+    split = cifar.split_indices(train[1], test[1], protocol, seed=args.seed)
+    top_k = cifar.MAP_TOP_K[protocol]
     features = cached_features(model, images, split, args.cache)
     train_labels = labels[split.train]
     num_classes = int(train_labels.max()) + 1
@@ -115,7 +124,14 @@ def main(argv=None):
     print(rows[0], flush=True)
     for method in args.methods.split(","):
         for bits in map(int, args.bits.split(",")):
-            recipe = presets.get("cifar10-2", method=method, bits=bits, seed=args.seed)
+            recipe = presets.get(
+                args.preset,
+                method=method,
+                bits=bits,
+                seed=args.seed,
+                finetune_backbone=False,
+                cache_features=True,
+            )
             keras.utils.set_random_seed(recipe.seed)
             fresh = pipeline.build_model(
                 recipe, images.shape[1:], model.backbone, len(split.train), num_classes
@@ -134,7 +150,8 @@ def main(argv=None):
             rows.append({"method": method, "bits": bits, **result, "seconds": seconds})
             print(rows[-1], flush=True)
 
-    print("\n| method | bits | mAP@1000 | precision r<=2 | empty r<=2 | fit s |")
+    depth = f"@{top_k}" if top_k else " (whole database)"
+    print(f"\n| method | bits | mAP{depth} | precision r<=2 | empty r<=2 | fit s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         seconds = "" if row["seconds"] is None else f"{row['seconds']:.0f}"
