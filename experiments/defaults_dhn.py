@@ -11,7 +11,10 @@ seed 0) under variants of its loss, and prints one markdown row per variant:
 - ``q0``: ``DHNLoss(quantization_weight=0)``;
 - ``balanced``: the paper's loss with HashNet's pair weights
   (``|S| / |S1|`` for similar pairs, ``|S| / |S0|`` for dissimilar ones);
-- ``balanced10K``: both of the above.
+- ``balanced10K``: both of the above;
+- ``continuation``: the paper's loss, with HashNet's continuation ``beta``
+  (``HashNetContinuation()``) in the hash layer instead of a plain ``tanh``;
+- ``continuation10K``: the continuation with ``scale=10 / K``.
 
     python experiments/defaults_dhn.py --backbone=mobilenet_100 \\
         --optimizer=adam1e-3 --variants=base,scale10K
@@ -68,6 +71,8 @@ def variant_loss(name: str, bits: int) -> keras.losses.Loss:
         "q0": lambda: losses.DHNLoss(quantization_weight=0.0),
         "balanced": lambda: BalancedDHNLoss(),
         "balanced10K": lambda: BalancedDHNLoss(scale=10 / bits),
+        "continuation": lambda: losses.DHNLoss(),
+        "continuation10K": lambda: losses.DHNLoss(scale=10 / bits),
     }
     if name not in variants:
         raise ValueError(f"unknown variant {name!r}; choose from {list(variants)}")
@@ -88,7 +93,11 @@ def main(argv=None):
     print("| --- | --- | --- | --- | --- |")
     for name in args.variants.split(","):
         keras.utils.set_random_seed(args.seed)
-        model = keras_hash.DHN(grid.make_backbone(args.backbone), bits=args.bits)
+        continuation = name.startswith("continuation")
+        schedule = keras_hash.HashNetContinuation() if continuation else None
+        model = keras_hash.DHN(
+            grid.make_backbone(args.backbone), bits=args.bits, beta_schedule=schedule
+        )
         model.compile(
             optimizer=grid.make_optimizer(args.optimizer),
             loss=variant_loss(name, args.bits),
