@@ -35,7 +35,9 @@ Hence ``k`` is at most 16,384 (Milvus's limit, a ``ValueError`` beyond). On
 ``BIN_IVF_FLAT`` Milvus probes only ``nprobe`` lists: results are
 approximate (ties still by id among the items found), and a row with fewer
 than ``k`` items found is padded with id ``PAD_ID`` (``-2**63``) at distance
-``bits + 1``.
+``bits + 1``; with ``nprobe = nlist`` they are exact. There, range search
+runs as k-NN searches filtered on the client: the server's own IVF range
+search leaves codes out (measured on Milvus 2.3.5, docs/milvus.md).
 
 Ids are int64 from ``-2**63 + 1`` to ``2**63 - 1``: Milvus 2.5's expression
 parser reads the literal ``-9223372036854775808`` as ``-2**63 + 1``
@@ -392,7 +394,7 @@ class MilvusHammingIndex:
         if len(queries) == 0:
             return out_d, out_i
         limit = min(max(2 * k, k + 16), MAX_TOPK, ntotal)
-        hits = self._search(queries, limit)
+        hits = [(dist, ids) for dist, ids, _ in self._search(queries, limit)]
         # Queries whose k-th distance t may have more items than returned.
         open_ = {}
         for row, (dist, ids) in enumerate(hits):
@@ -586,15 +588,20 @@ class MilvusHammingIndex:
             report(stop)
 
     def _search(self, queries, limit, lo=None, hi=None, id_range=None):
-        """One Milvus search per block of queries; per query (distances, ids).
+        """One Milvus search per block of queries; per query (distances, ids, cut).
 
         ``lo``/``hi``: keep distances in ``[lo, hi]`` (a range search);
-        ``id_range``: keep ids in ``[a, b]``.
+        ``id_range``: keep ids in ``[a, b]``. ``cut``: the search may have
+        left out items in range (it stopped at ``limit``).
+
+        On ``BIN_IVF_FLAT`` a range search is a k-NN search of ``limit``
+        items filtered here: Milvus 2.3's IVF range search leaves out items
+        within the radius even with ``nprobe = nlist`` (measured: 6 of 33),
+        while its k-NN search over the same lists finds them all.
         """
-        params = {}
-        if self._index_type == "BIN_IVF_FLAT":
-            params["nprobe"] = self._nprobe
-        if hi is not None:
+        ivf = self._index_type == "BIN_IVF_FLAT"
+        params = {"nprobe": self._nprobe} if ivf else {}
+        if hi is not None and not ivf:
             # Milvus keeps range_filter <= d < radius for HAMMING (measured).
             params["radius"] = int(hi) + 1
             params["range_filter"] = int(lo)
@@ -613,7 +620,14 @@ class MilvusHammingIndex:
                 timeout=self._timeout,
                 consistency_level="Strong",
             )
-            out.extend(_hit_arrays(hits) for hits in result)
+            for hits in result:
+                dist, ids = _hit_arrays(hits)
+                cut = len(dist) >= limit
+                if hi is not None and ivf:
+                    cut = cut and bool(dist.max() <= hi)
+                    keep = (dist >= lo) & (dist <= hi)
+                    dist, ids = dist[keep], ids[keep]
+                out.append((dist, ids, cut))
         return out
 
     def _collect(self, queries, lo, hi, need):
@@ -621,24 +635,24 @@ class MilvusHammingIndex:
 
         A first search keeps up to ``_FIRST_LIMIT`` items per query (Milvus
         works faster with a small limit); queries that fill it are searched
-        again with ``MAX_TOPK``. A query with ``MAX_TOPK`` results may have
-        been cut: it is searched again over halves of the id range, lower half
+        again with ``MAX_TOPK``. A query cut at ``MAX_TOPK`` results is
+        searched again over halves of the id range, lower half
         first, halving until no part is cut. With ``need`` (one count per
         query), a query stops once it holds that many items from a prefix of
         the id range: the smallest ids at those distances are then all in hand.
         """
         hits = self._search(queries, min(_FIRST_LIMIT, MAX_TOPK), lo, hi)
-        full = [row for row, (dist, _) in enumerate(hits) if len(dist) >= _FIRST_LIMIT]
+        full = [row for row, hit in enumerate(hits) if hit[2]]
         if full and _FIRST_LIMIT < MAX_TOPK:
             again = self._search(queries[full], MAX_TOPK, lo, hi)
             for row, found in zip(full, again, strict=True):
                 hits[row] = found
-        for row, (dist, _) in enumerate(hits):
-            if len(dist) >= MAX_TOPK:
-                hits[row] = self._split(
-                    queries[row], lo, hi, None if need is None else need[row]
-                )
-        return hits
+        return [
+            self._split(queries[row], lo, hi, None if need is None else need[row])
+            if cut  # at MAX_TOPK: cut where Milvus stopped
+            else (dist, ids)
+            for row, (dist, ids, cut) in enumerate(hits)
+        ]
 
     def _split(self, query, lo, hi, need):
         """``_collect`` for one query whose search over all ids was cut."""
@@ -648,8 +662,8 @@ class MilvusHammingIndex:
         held = 0
         while stack:
             a, b = stack.pop()
-            dist, ids = self._search(query[None], MAX_TOPK, lo, hi, (a, b))[0]
-            if len(dist) >= MAX_TOPK and a < b:  # cut again: halve
+            dist, ids, cut = self._search(query[None], MAX_TOPK, lo, hi, (a, b))[0]
+            if cut and a < b:  # cut again: halve
                 mid = a + (b - a) // 2
                 stack += [(mid + 1, b), (a, mid)]
                 continue

@@ -1,0 +1,132 @@
+"""Benchmark: MilvusHammingIndex on a Milvus server, BIN_FLAT vs BIN_IVF_FLAT.
+
+Starts the embedded Milvus standalone server of the ``milvus`` package
+(2.3.5, in the test extra) on 127.0.0.1, inserts ``--n`` 64-bit codes
+(clustered: a random one of 1,000 centres per code, each bit flipped with
+probability 10%, as in bench_approximate_index.py), and times k-NN (k = 10)
+of ``--queries`` queries drawn the same way: BIN_FLAT, then BIN_IVF_FLAT
+(``nlist``) at several ``nprobe``, with recall@10 against the exact
+:class:`keras_hash.HammingIndex` on the same codes. Best of ``--repeat``.
+
+Usage::
+
+    python benchmarks/bench_milvus_server.py                # 100,000 codes
+    python benchmarks/bench_milvus_server.py --n 1000000 --nlist 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import numpy as np  # noqa: E402
+from milvus import MilvusServer  # noqa: E402
+
+from keras_hash import HammingIndex  # noqa: E402
+from keras_hash.milvus import MilvusHammingIndex  # noqa: E402
+
+
+def clustered_codes(rng, n, centres):
+    bits = np.unpackbits(centres[rng.integers(0, len(centres), n)], axis=1)
+    return np.packbits(bits ^ (rng.random(bits.shape) < 0.1), axis=1)
+
+
+def best_time(fn, repeat):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def serve_built_index(index, rows):
+    """Waits for the index build, then loads it (the server searches it)."""
+    client, name = index._client, index.collection
+    index.flush()
+    while True:
+        info = client.describe_index(name, client.list_indexes(name)[0])
+        if int(info.get("indexed_rows", 0)) >= rows:
+            break
+        time.sleep(0.5)
+    client.release_collection(name)
+    client.load_collection(name)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--nlist", type=int, default=1024)
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    centres = rng.integers(0, 256, size=(1000, 8), dtype=np.uint8)
+    codes = clustered_codes(rng, args.n, centres)
+    queries = clustered_codes(rng, args.queries, centres)
+    ids = np.arange(args.n, dtype=np.int64)
+    exact = HammingIndex(64)
+    exact.add(codes, ids)
+    t_exact, (want_d, want_i) = best_time(lambda: exact.search(queries, 10), 3)
+    print(f"{args.n:,} clustered 64-bit codes, {args.queries} queries, k = 10")
+    print(f"HammingIndex (exact, in process): {args.queries / t_exact:,.0f} q/s")
+
+    server = MilvusServer()
+    with tempfile.TemporaryDirectory() as folder:
+        server.set_base_dir(folder)
+        start = time.perf_counter()
+        server.start()
+        print(f"server started in {time.perf_counter() - start:.1f} s")
+        uri = f"http://127.0.0.1:{server.listen_port}"
+        try:
+            print("| index | nprobe | recall@10 | queries/s | insert s | build s |")
+            print("| --- | ---: | ---: | ---: | ---: | ---: |")
+            for index_type in ("BIN_FLAT", "BIN_IVF_FLAT"):
+                index = MilvusHammingIndex(
+                    64,
+                    uri,
+                    collection=index_type.lower(),
+                    index_type=index_type,
+                    nlist=args.nlist,
+                    timeout=120,
+                )
+                start = time.perf_counter()
+                index.add(codes, ids, batch_size=50_000)
+                insert = time.perf_counter() - start
+                start = time.perf_counter()
+                serve_built_index(index, args.n)
+                build = time.perf_counter() - start
+                probes = args.nprobe if index_type == "BIN_IVF_FLAT" else [None]
+                for nprobe in probes:
+                    if nprobe is not None:
+                        index.nprobe = nprobe
+                    seconds, (got_d, got_i) = best_time(
+                        lambda index=index: index.search(queries, 10), args.repeat
+                    )
+                    recall = np.mean(
+                        [
+                            len(set(a) & set(b)) / 10
+                            for a, b in zip(got_i, want_i, strict=True)
+                        ]
+                    )
+                    if index_type == "BIN_FLAT":
+                        assert np.array_equal(got_d, want_d), "BIN_FLAT not exact"
+                        assert np.array_equal(got_i, want_i), "BIN_FLAT ties"
+                    print(
+                        f"| {index_type} | {nprobe or ''} | {recall:.3f} | "
+                        f"{args.queries / seconds:,.0f} | {insert:.1f} | {build:.1f} |",
+                        flush=True,
+                    )
+                index.drop()
+                index.close()
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
