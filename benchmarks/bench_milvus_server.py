@@ -6,7 +6,9 @@ Starts the embedded Milvus standalone server of the ``milvus`` package
 probability 10%, as in bench_approximate_index.py), and times k-NN (k = 10)
 of ``--queries`` queries drawn the same way: BIN_FLAT, then BIN_IVF_FLAT
 (``nlist``) at several ``nprobe``, with recall@10 against the exact
-:class:`keras_hash.HammingIndex` on the same codes. Best of ``--repeat``.
+:class:`keras_hash.HammingIndex` on the same codes; then range search
+(``--radius``), with the fraction of the exact results found. Best of
+``--repeat``.
 
 Usage::
 
@@ -63,6 +65,7 @@ def main():
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--nlist", type=int, default=1024)
     parser.add_argument("--nprobe", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--radius", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -73,8 +76,13 @@ def main():
     exact = HammingIndex(64)
     exact.add(codes, ids)
     t_exact, (want_d, want_i) = best_time(lambda: exact.search(queries, 10), 3)
+    t_range, want_r = best_time(lambda: exact.range_search(queries, args.radius), 3)
     print(f"{args.n:,} clustered 64-bit codes, {args.queries} queries, k = 10")
-    print(f"HammingIndex (exact, in process): {args.queries / t_exact:,.0f} q/s")
+    print(
+        f"HammingIndex (exact, in process): k-NN {args.queries / t_exact:,.0f} q/s, "
+        f"range (radius {args.radius}, {len(want_r.ids):,} results) "
+        f"{args.queries / t_range:,.0f} q/s"
+    )
 
     server = MilvusServer()
     with tempfile.TemporaryDirectory() as folder:
@@ -84,8 +92,11 @@ def main():
         print(f"server started in {time.perf_counter() - start:.1f} s")
         uri = f"http://127.0.0.1:{server.listen_port}"
         try:
-            print("| index | nprobe | recall@10 | queries/s | insert s | build s |")
-            print("| --- | ---: | ---: | ---: | ---: | ---: |")
+            print(
+                "| index | nprobe | recall@10 | k-NN q/s | range found | range q/s "
+                "| insert s | build s |"
+            )
+            print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
             for index_type in ("BIN_FLAT", "BIN_IVF_FLAT"):
                 index = MilvusHammingIndex(
                     64,
@@ -114,12 +125,23 @@ def main():
                             for a, b in zip(got_i, want_i, strict=True)
                         ]
                     )
-                    if index_type == "BIN_FLAT":
-                        assert np.array_equal(got_d, want_d), "BIN_FLAT not exact"
-                        assert np.array_equal(got_i, want_i), "BIN_FLAT ties"
+                    r_seconds, got_r = best_time(
+                        lambda index=index: index.range_search(queries, args.radius),
+                        args.repeat,
+                    )
+                    found = len(got_r.ids) / max(1, len(want_r.ids))
+                    if index_type == "BIN_FLAT" or nprobe >= args.nlist:
+                        assert np.array_equal(got_d, want_d), "not exact"
+                        assert np.array_equal(got_i, want_i), "ties"
+                        for field in ("lims", "distances", "ids"):
+                            assert np.array_equal(
+                                getattr(got_r, field), getattr(want_r, field)
+                            ), f"range {field}"
                     print(
                         f"| {index_type} | {nprobe or ''} | {recall:.3f} | "
-                        f"{args.queries / seconds:,.0f} | {insert:.1f} | {build:.1f} |",
+                        f"{args.queries / seconds:,.0f} | {found:.3f} | "
+                        f"{args.queries / r_seconds:,.0f} | {insert:.1f} | "
+                        f"{build:.1f} |",
                         flush=True,
                     )
                 index.drop()
