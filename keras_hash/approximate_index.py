@@ -85,14 +85,15 @@ import os
 
 import numpy as np
 
-from keras_hash.codes import check_bits, check_packed
-from keras_hash.index import RangeResult, _ReadWriteLock, check_k, check_radius
-from keras_hash.index_file import (
-    MAX_BITS,
-    load_archive,
-    new_ids,
-    save_archive,
+from keras_hash.codes import check_packed
+from keras_hash.index import (
+    InMemoryIndex,
+    RangeResult,
+    check_k,
+    check_radius,
+    read_only,
 )
+from keras_hash.index_file import load_archive, new_ids, save_archive
 
 MAGIC = "keras_hash.IVFHammingIndex"
 FORMAT_VERSION = 1
@@ -133,7 +134,7 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
-class IVFHammingIndex:
+class IVFHammingIndex(InMemoryIndex):
     """Approximate Hamming k-NN: inverted lists over k-means centroids.
 
     Train on a sample of codes, add codes, then search; ``nprobe`` (lists
@@ -175,9 +176,7 @@ class IVFHammingIndex:
         max_train_per_list: int = 64,
         seed: int = 0,
     ):
-        self._bits = check_bits(bits)
-        if self._bits > MAX_BITS:
-            raise ValueError(f"bits must be at most {MAX_BITS}, got {self._bits}")
+        super().__init__(bits)
         self._nlist = None if nlist is None else _positive_int(nlist, "nlist")
         self._niter = _positive_int(niter, "niter")
         self._max_train = _positive_int(max_train_per_list, "max_train_per_list")
@@ -193,23 +192,15 @@ class IVFHammingIndex:
         )
         if self._nlist is not None:
             self._nprobe = self._check_nprobe(self._nprobe, auto=self._auto_nprobe)
-        self._lock = _ReadWriteLock()
-        self._ids = np.zeros(0, np.int64)  # sorted: uniqueness and default ids
         self._quantizer = None
         self._ivf = None
         self._sizes = None  # list sizes, cached between adds
 
     # -- properties ---------------------------------------------------------
 
-    @property
-    def bits(self) -> int:
-        """Code length K in bits."""
-        return self._bits
-
-    @property
-    def nlist(self) -> int | None:
-        """Number of inverted lists (None until ``train`` picks it)."""
-        return self._nlist
+    nlist = read_only(
+        "_nlist", "Number of inverted lists (None until ``train`` picks it)."
+    )
 
     @property
     def nprobe(self) -> int:
@@ -231,31 +222,19 @@ class IVFHammingIndex:
         return self._ivf is not None
 
     @property
-    def ntotal(self) -> int:
-        """Number of codes in the index."""
-        return len(self._ids)
-
-    @property
-    def ids(self) -> np.ndarray:
-        """Ids of the stored codes, ascending (int64, a copy)."""
-        with self._lock.reading():
-            return self._ids.copy()
-
-    @property
     def nbytes(self) -> int:
         """Bytes of the search structure: codes and ids in the lists, centroids."""
         code_size = self._bits // 8
         centroids = self._nlist * code_size if self.is_trained else 0
         return self.ntotal * (code_size + 8) + centroids
 
-    def __len__(self) -> int:
-        return self.ntotal
-
-    def __repr__(self) -> str:
-        return (
-            f"IVFHammingIndex(bits={self._bits}, nlist={self._nlist}, "
-            f"nprobe={self._nprobe}, ntotal={self.ntotal})"
-        )
+    def _describe(self) -> dict:
+        return {
+            "bits": self._bits,
+            "nlist": self._nlist,
+            "nprobe": self._nprobe,
+            "ntotal": self.ntotal,
+        }
 
     # -- building -----------------------------------------------------------
 

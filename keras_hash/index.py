@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 import os
 import threading
 from dataclasses import dataclass
@@ -119,7 +120,57 @@ class RangeResult:
         return np.diff(self.lims)
 
 
-class HammingIndex:
+def read_only(attribute: str, doc: str) -> property:
+    """A read-only property that returns ``self.<attribute>``.
+
+    Example: ``bits = read_only("_bits", "Code length K in bits.")``.
+    """
+    return property(operator.attrgetter(attribute), doc=doc)
+
+
+class InMemoryIndex:
+    """What the in-memory indexes share: bits, sorted unique ids, the lock.
+
+    Subclasses (:class:`HammingIndex`, :class:`~keras_hash.approximate_index.
+    IVFHammingIndex`) keep ``_ids`` sorted ascending, take ``_lock`` once per
+    public call (reading for searches, writing for changes) and list their
+    repr fields in ``_describe()``.
+    """
+
+    def __init__(self, bits: int):
+        self._bits = check_bits(bits)
+        if self._bits > MAX_BITS:
+            raise ValueError(f"bits must be at most {MAX_BITS}, got {self._bits}")
+        self._lock = _ReadWriteLock()
+        self._ids = np.zeros(0, np.int64)  # sorted: uniqueness and default ids
+
+    bits = read_only("_bits", "Code length K in bits.")
+
+    @property
+    def ntotal(self) -> int:
+        """Number of codes in the index."""
+        return len(self._ids)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Ids of the stored codes, ascending (int64, a copy)."""
+        with self._lock.reading():
+            return self._ids.copy()
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{key}={value!r}" for key, value in self._describe().items()
+        )
+        return f"{type(self).__name__}({fields})"
+
+    def _describe(self) -> dict:
+        raise NotImplementedError
+
+
+class HammingIndex(InMemoryIndex):
     """Exact Hamming-distance index over packed binary codes.
 
     Search is brute force and exact: results come by Hamming distance, ties
@@ -156,36 +207,15 @@ class HammingIndex:
     """
 
     def __init__(self, bits: int, backend: str = "auto"):
-        self._bits = check_bits(bits)
-        if self._bits > MAX_BITS:
-            raise ValueError(f"bits must be at most {MAX_BITS}, got {self._bits}")
-        self._lock = _ReadWriteLock()
+        super().__init__(bits)
         self._backend_name = _resolve_backend(backend)
         self._codes = np.zeros((0, self._bits // 8), np.uint8)
-        self._ids = np.zeros(0, np.int64)
         self._added = np.zeros(0, np.int64)  # insertion rank of each code
         self._backend = _make_backend(self._backend_name, self._bits)
 
-    @property
-    def bits(self) -> int:
-        """Code length K in bits."""
-        return self._bits
-
-    @property
-    def ntotal(self) -> int:
-        """Number of codes in the index."""
-        return len(self._ids)
-
-    @property
-    def backend(self) -> str:
-        """The backend in use, ``"numpy"`` or ``"faiss"``."""
-        return self._backend_name
-
-    @property
-    def ids(self) -> np.ndarray:
-        """Ids of the stored codes, ascending (int64, a copy)."""
-        with self._lock.reading():
-            return self._ids.copy()
+    backend = read_only(
+        "_backend_name", 'The backend in use, ``"numpy"`` or ``"faiss"``.'
+    )
 
     @property
     def insertion_order(self) -> np.ndarray:
@@ -206,14 +236,12 @@ class HammingIndex:
         with self._lock.reading():
             return self._codes.copy()
 
-    def __len__(self) -> int:
-        return self.ntotal
-
-    def __repr__(self) -> str:
-        return (
-            f"HammingIndex(bits={self._bits}, ntotal={self.ntotal}, "
-            f"backend={self._backend_name!r})"
-        )
+    def _describe(self) -> dict:
+        return {
+            "bits": self._bits,
+            "ntotal": self.ntotal,
+            "backend": self._backend_name,
+        }
 
     def add(self, codes: np.ndarray, ids: np.ndarray | None = None) -> None:
         """Adds packed codes, with ids or with the next free ones.

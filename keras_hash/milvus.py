@@ -62,7 +62,7 @@ import re
 import numpy as np
 
 from keras_hash.codes import check_bits, check_packed
-from keras_hash.index import RangeResult, check_k, check_radius
+from keras_hash.index import RangeResult, check_k, check_radius, read_only
 from keras_hash.index_file import check_ids
 
 #: Milvus's largest ``topk`` (``limit``) and ``nq`` for one search.
@@ -205,25 +205,10 @@ class MilvusHammingIndex:
 
     # -- properties ----------------------------------------------------------
 
-    @property
-    def bits(self) -> int:
-        """Code length K in bits."""
-        return self._bits
-
-    @property
-    def uri(self) -> str:
-        """The ``.db`` file or server address."""
-        return self._uri
-
-    @property
-    def collection(self) -> str:
-        """The collection name."""
-        return self._name
-
-    @property
-    def index_type(self) -> str:
-        """``"BIN_FLAT"`` or ``"BIN_IVF_FLAT"``."""
-        return self._index_type
+    bits = read_only("_bits", "Code length K in bits.")
+    uri = read_only("_uri", "The ``.db`` file or server address.")
+    collection = read_only("_name", "The collection name.")
+    index_type = read_only("_index_type", '``"BIN_FLAT"`` or ``"BIN_IVF_FLAT"``.')
 
     @property
     def nprobe(self) -> int:
@@ -265,14 +250,7 @@ class MilvusHammingIndex:
 
     # -- writing ---------------------------------------------------------------
 
-    def add(
-        self,
-        codes: np.ndarray,
-        ids,
-        *,
-        batch_size: int = 10_000,
-        progress=None,
-    ) -> None:
+    def add(self, codes, ids, *, batch_size=10_000, progress=None) -> None:
         """Inserts packed codes under new ids, in batches.
 
         Args:
@@ -287,33 +265,14 @@ class MilvusHammingIndex:
 
         A failure part-way (server lost) leaves the earlier batches stored.
         """
-        codes = check_packed(codes, bits=self._bits)
-        ids = self._check_ids(ids, len(codes))
-        self._check_usable()
-        taken = self._existing(ids)
-        if len(taken):
-            raise ValueError(
-                f"ids already in collection {self._name!r}: {taken[:10].tolist()}"
-                f"{' ...' if len(taken) > 10 else ''} (use upsert to replace codes)"
-            )
-        self._write(self._client.insert, codes, ids, batch_size, progress)
+        self._write(codes, ids, batch_size, progress, replace=False)
 
-    def upsert(
-        self,
-        codes: np.ndarray,
-        ids,
-        *,
-        batch_size: int = 10_000,
-        progress=None,
-    ) -> None:
+    def upsert(self, codes, ids, *, batch_size=10_000, progress=None) -> None:
         """Inserts codes, replacing the codes of ids already present.
 
         Args as in :meth:`add`; ids must be unique within the call.
         """
-        codes = check_packed(codes, bits=self._bits)
-        ids = self._check_ids(ids, len(codes))
-        self._check_usable()
-        self._write(self._client.upsert, codes, ids, batch_size, progress)
+        self._write(codes, ids, batch_size, progress, replace=True)
 
     def delete(self, ids) -> int:
         """Removes the codes of ``ids``; ids not present are ignored.
@@ -607,7 +566,19 @@ class MilvusHammingIndex:
             found.extend(int(row[self._id_field]) for row in rows)
         return np.unique(np.array(found, np.int64))
 
-    def _write(self, call, codes, ids, batch_size, progress) -> None:
+    def _write(self, codes, ids, batch_size, progress, *, replace: bool) -> None:
+        """Checks, then inserts (or upserts, ``replace``) in batches."""
+        codes = check_packed(codes, bits=self._bits)
+        ids = self._check_ids(ids, len(codes))
+        self._check_usable()
+        if not replace:
+            taken = self._existing(ids)
+            if len(taken):
+                raise ValueError(
+                    f"ids already in collection {self._name!r}: {taken[:10].tolist()}"
+                    f"{' ...' if len(taken) > 10 else ''} (use upsert to replace codes)"
+                )
+        call = self._client.upsert if replace else self._client.insert
         batch_size = _positive_int(batch_size, "batch_size", None)
         batch_size = min(batch_size, max(1, _BYTES_PER_INSERT // (self._bits // 8 + 8)))
         report = _progress(progress, len(codes))

@@ -337,6 +337,20 @@ def test_bad_inputs(data):
     assert d.shape == (0, 3) and i.shape == (0, 3)
 
 
+def test_container_properties(data):
+    database, ids, _ = data
+    index = IVFHammingIndex(32, nlist=16, nprobe=4)
+    assert repr(index) == "IVFHammingIndex(bits=32, nlist=16, nprobe=4, ntotal=0)"
+    index.train(database)
+    index.add(database[:5], ids[:5])
+    assert len(index) == index.ntotal == 5 and index.bits == 32
+    np.testing.assert_array_equal(index.ids, np.sort(ids[:5]))
+    assert repr(index) == "IVFHammingIndex(bits=32, nlist=16, nprobe=4, ntotal=5)"
+    for name in ("bits", "nlist", "ntotal", "ids", "is_trained", "nbytes"):
+        with pytest.raises(AttributeError):
+            setattr(index, name, 1)
+
+
 def test_missing_faiss_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImportError, match=r"pip install keras-hash\[faiss\]"):

@@ -205,7 +205,10 @@ class TestContainer:
         assert len(index) == 5
         assert index.ids.dtype == np.int64
         np.testing.assert_array_equal(index.ids, np.arange(5))
-        assert "ntotal=5" in repr(index)
+        assert repr(index) == f"HammingIndex(bits=24, ntotal=5, backend={backend!r})"
+        for name in ("bits", "backend", "ntotal", "ids", "codes"):
+            with pytest.raises(AttributeError):
+                setattr(index, name, 1)
 
     def test_default_ids_follow_largest(self):
         index = HammingIndex(8, backend="numpy")
