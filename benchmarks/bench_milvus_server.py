@@ -27,6 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import numpy as np  # noqa: E402
 from milvus import MilvusServer  # noqa: E402
+from timing import best_time  # noqa: E402
 
 from keras_hash import HammingIndex  # noqa: E402
 from keras_hash.milvus import MilvusHammingIndex  # noqa: E402
@@ -35,28 +36,6 @@ from keras_hash.milvus import MilvusHammingIndex  # noqa: E402
 def clustered_codes(rng, n, centres):
     bits = np.unpackbits(centres[rng.integers(0, len(centres), n)], axis=1)
     return np.packbits(bits ^ (rng.random(bits.shape) < 0.1), axis=1)
-
-
-def best_time(fn, repeat):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
-def serve_built_index(index, rows):
-    """Waits for the index build, then loads it (the server searches it)."""
-    client, name = index._client, index.collection
-    index.flush()
-    while True:
-        info = client.describe_index(name, client.list_indexes(name)[0])
-        if int(info.get("indexed_rows", 0)) >= rows:
-            break
-        time.sleep(0.5)
-    client.release_collection(name)
-    client.load_collection(name)
 
 
 def main():
@@ -110,7 +89,7 @@ def main():
                 index.add(codes, ids, batch_size=50_000)
                 insert = time.perf_counter() - start
                 start = time.perf_counter()
-                serve_built_index(index, args.n)
+                index.wait_for_index()
                 build = time.perf_counter() - start
                 probes = args.nprobe if index_type == "BIN_IVF_FLAT" else [None]
                 for nprobe in probes:

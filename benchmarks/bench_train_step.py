@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from interleaved import median_step_seconds  # noqa: E402
+from timing import median_step_seconds  # noqa: E402
 
 import keras_hash  # noqa: E402
 
