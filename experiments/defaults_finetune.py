@@ -5,7 +5,8 @@ Companion of ``experiments/defaults_grid.py`` (issue 21, item 1). Pre-trains
 ``--pretrain`` CIFAR-10 training images (Adam 2e-3, batch 64,
 ``--pretrain_epochs``, random horizontal flips), then, from copies of that
 pre-trained backbone, fine-tunes ``HashNet`` and ``DHN`` (32 bits) with the
-old default (``normalize=False``) and the new one (the library's default)
+old default (``normalize=False``), the normalized hash layer with BatchNorm's
+moving averages (``precise_batch_norm=False``) and the library's default
 on ``--database`` *other* training images (the database) and evaluates on
 ``--queries`` test images (mAP over the whole database). Every variant
 starts from the same weights and sees the same batches (same seed).
@@ -30,7 +31,13 @@ from keras_hash import backbones  # noqa: E402
 from keras_hash import metrics as evaluation  # noqa: E402
 from keras_hash.recipes import cifar  # noqa: E402
 
-VARIANTS = {"old": {"normalize": False}, "new": {}}
+# old: the papers' plain hash layer; moving: normalized, BatchNorm moving
+# averages (the default before precise_batch_norm); new: the library's.
+VARIANTS = {
+    "old": {"normalize": False, "precise_batch_norm": False},
+    "moving": {"precise_batch_norm": False},
+    "new": {},
+}
 
 
 def split(data_dir, pretrain, database, queries, seed):
@@ -106,8 +113,9 @@ def main(argv=None):
         flush=True,
     )
     weights = backbone.get_weights()
-    print("\n| method | mAP old | s old | mAP new | s new |")
-    print("| --- | --- | --- | --- | --- |")
+    header = [f"{what} {name}" for name in VARIANTS for what in ("mAP", "s")]
+    print("\n| method | " + " | ".join(header) + " |")
+    print("| --- " * (1 + len(header)) + "|")
     for method in args.methods.split(","):
         cells = []
         for variant in VARIANTS:

@@ -7,7 +7,7 @@ cell of the grid
     backbones  x  optimizers                                 x  methods
     conv_dense    adam1e-3 (Adam 1e-3), adam3e-3 (Adam 3e-3),   hashnet, dhn
     conv_gap      sgd (SGD 0.01, Nesterov off, momentum 0.9)
-    mobilenet
+    efficientnetb0
 
 and prints a markdown table of the mAP (32 bits, over the whole database) of
 the old default (``normalize=False``) and the new one (no flag: the
@@ -23,26 +23,23 @@ Backbones:
   (the issue's backbone);
 - ``conv_gap``: the same without the dense layer (features straight from
   ``GlobalAveragePooling2D``);
-- ``mobilenet``: ``keras.applications.MobileNet(alpha=0.25,
-  include_top=False, pooling="avg", weights=None)`` on the digits resized to
-  32x32 and repeated to 3 channels inside the backbone, pixels rescaled to
-  ``[-1, 1]`` (MobileNet's convention). Not MobileNetV2 or V3: their
-  BatchNormalization momentum of 0.999 leaves the moving statistics far
-  from the batch ones after 940 steps from scratch, and both defaults give
-  chance-level codes at inference (mAP 0.104 with MobileNetV2(alpha=0.35),
-  Adam 1e-3, HashNet).
+- ``efficientnetb0``: ``keras.applications.EfficientNetB0(include_top=False,
+  pooling="avg", weights=None)`` on the digits resized to 32x32 and repeated
+  to 3 channels inside the backbone, fed 0..255 (it rescales inside).
 
 Other ``keras.applications`` backbones (``weights=None``, the same 32x32,
-3-channel input; ``--backbones=NAME``): ``mobilenet_050`` and
-``mobilenet_100`` (MobileNet, alpha 0.5 and 1.0), ``efficientnetb0``
-(EfficientNetB0, fed 0..255 since it rescales inside), ``nasnetmobile``,
-``densenet121``, ``resnet50``. ``experiments/defaults_diagnosis.py`` trains
-any of them as a plain softmax classifier, to tell a weak backbone from a
-weak hash objective.
+3-channel input, pixels rescaled to ``[-1, 1]``; ``--backbones=NAME``):
+``mobilenet``, ``mobilenet_050`` and ``mobilenet_100`` (MobileNet, alpha
+0.25, 0.5 and 1.0), ``mobilenetv2`` (MobileNetV2, alpha 0.35, BatchNorm
+momentum 0.999), ``nasnetmobile``, ``densenet121``, ``resnet50``.
+``experiments/defaults_diagnosis.py`` trains any of them as a plain softmax
+classifier, to tell a weak backbone from a weak hash objective;
+``experiments/bn_statistics.py`` scores one cell with BatchNorm's moving
+averages and with precise statistics.
 
 Results and the command are in ``docs/defaults.md``.
 
-    python experiments/defaults_grid.py            # the full grid, ~25 min
+    python experiments/defaults_grid.py            # the full grid, ~45 min
     python experiments/defaults_grid.py --backbones=conv_dense --epochs=5
 """
 
@@ -61,13 +58,14 @@ from sklearn.datasets import load_digits  # noqa: E402
 import keras_hash  # noqa: E402
 from keras_hash import metrics as evaluation  # noqa: E402
 
-BACKBONES = ("conv_dense", "conv_gap", "mobilenet")
+BACKBONES = ("conv_dense", "conv_gap", "efficientnetb0")
 # keras.applications backbones (weights=None) on the digits resized to 32x32,
 # 3 channels: name -> (application, keyword arguments).
 APPLICATIONS = {
     "mobilenet": ("MobileNet", {"alpha": 0.25}),
     "mobilenet_050": ("MobileNet", {"alpha": 0.5}),
     "mobilenet_100": ("MobileNet", {"alpha": 1.0}),
+    "mobilenetv2": ("MobileNetV2", {"alpha": 0.35}),
     "efficientnetb0": ("EfficientNetB0", {}),
     "nasnetmobile": ("NASNetMobile", {}),
     "densenet121": ("DenseNet121", {}),
@@ -75,7 +73,13 @@ APPLICATIONS = {
 }
 OPTIMIZERS = ("adam1e-3", "adam3e-3", "sgd")
 METHODS = ("hashnet", "dhn")
-VARIANTS = {"old": {"normalize": False}, "new": {}}
+# old: the papers' plain hash layer; moving: normalized, BatchNorm moving
+# averages (the default before precise_batch_norm); new: the library's.
+VARIANTS = {
+    "old": {"normalize": False, "precise_batch_norm": False},
+    "moving": {"precise_batch_norm": False},
+    "new": {},
+}
 
 
 def digits_split(num_train: int = 1500, seed: int = 0):

@@ -11,7 +11,8 @@ kernel), :mod:`~keras_hash.labels`, :mod:`~keras_hash.layers`,
 :mod:`~keras_hash.models`, :mod:`~keras_hash.index`,
 :mod:`~keras_hash.metrics`, :mod:`~keras_hash.export`,
 :mod:`~keras_hash.callbacks`, :mod:`~keras_hash.datasets`,
-:mod:`~keras_hash.backbones`, :mod:`~keras_hash.training`,
+:mod:`~keras_hash.backbones`, :mod:`~keras_hash.batch_norm` (precise
+BatchNorm statistics), :mod:`~keras_hash.training`,
 :mod:`~keras_hash.distribute` (multi-worker training),
 :mod:`~keras_hash.visualization`. Modules with optional dependencies are
 imported by name: :mod:`keras_hash.milvus` (``MilvusHammingIndex``,
@@ -24,6 +25,7 @@ package does not import.
 
 from keras_hash import (
     backbones,
+    batch_norm,
     callbacks,
     codes,
     datasets,
@@ -69,6 +71,7 @@ __all__ = [
     "RangeResult",
     "RetrievalEvaluator",
     "backbones",
+    "batch_norm",
     "callbacks",
     "codes",
     "datasets",

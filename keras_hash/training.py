@@ -189,24 +189,35 @@ class Run:
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
         started = time.perf_counter()
-        while step < total:
-            epoch, offset = divmod(step, steps_per_epoch)
-            model.fit(
-                dataset(step),
-                initial_epoch=epoch,
-                epochs=epoch + 1 if offset else epochs,
-                steps_per_epoch=steps_per_epoch - offset,
-                callbacks=[backup, *callbacks],
-                shuffle=False,
-                verbose=verbose,
-            )
-            done = int(model.optimizer.iterations.numpy())
-            if done <= step:
-                raise RuntimeError(
-                    f"{phase}: model.fit made no progress at step {step} (the "
-                    "dataset ran out of batches?)"
+        # Precise BatchNorm statistics once, from the phase's first batches,
+        # not at the end of each fit call (a resumed run makes two).
+        precise = getattr(model, "precise_batch_norm", False)
+        if precise:
+            model.precise_batch_norm = False
+        try:
+            while step < total:
+                epoch, offset = divmod(step, steps_per_epoch)
+                model.fit(
+                    dataset(step),
+                    initial_epoch=epoch,
+                    epochs=epoch + 1 if offset else epochs,
+                    steps_per_epoch=steps_per_epoch - offset,
+                    callbacks=[backup, *callbacks],
+                    shuffle=False,
+                    verbose=verbose,
                 )
-            step = done
+                done = int(model.optimizer.iterations.numpy())
+                if done <= step:
+                    raise RuntimeError(
+                        f"{phase}: model.fit made no progress at step {step} (the "
+                        "dataset ran out of batches?)"
+                    )
+                step = done
+        finally:
+            if precise:
+                model.precise_batch_norm = True
+        if precise:
+            model.recompute_batch_norm(dataset(0))
         return {
             "train_seconds": time.perf_counter() - started,
             "resumed_from_step": start,

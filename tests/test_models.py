@@ -366,7 +366,10 @@ def frozen_pair(seed=5):
         keras.utils.set_random_seed(seed)
         backbone = conv_backbone()
         backbone.trainable = False
-        model = keras_hash.HashNet(backbone, bits=16, normalize=True)
+        # fit_hash_layer keeps the moving statistics; so must fit here.
+        model = keras_hash.HashNet(
+            backbone, bits=16, normalize=True, precise_batch_norm=False
+        )
         model.build((None, 8, 8, 1))
         model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
         models.append(model)

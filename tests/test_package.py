@@ -5,6 +5,7 @@ import sys
 
 NAMESPACES = (
     "backbones",
+    "batch_norm",
     "callbacks",
     "codes",
     "datasets",
