@@ -32,6 +32,8 @@ import tensorflow as tf
 
 #: Batches a re-estimate uses at most (PreciseBN: a few thousand images do).
 MAX_BATCHES = 200
+#: What ``recompute_statistics`` reads (a Python generator cannot be re-read).
+DATA_TYPES = (np.ndarray, tf.Tensor, tf.data.Dataset, keras.utils.PyDataset)
 
 
 def trainable_batch_norms(model) -> list:
@@ -139,7 +141,7 @@ def _image_batches(data, batch_size, max_batches):
         full = len(data) // batch_size
         count = min(max(full, 1), max_batches)
         elements = (data[i * batch_size : (i + 1) * batch_size] for i in range(count))
-    else:
+    else:  # not one of DATA_TYPES
         raise TypeError(
             "data must be a numpy array, a tensor, a tf.data.Dataset or a "
             f"keras.utils.PyDataset, got {type(data).__name__}"

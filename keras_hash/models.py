@@ -171,16 +171,17 @@ class HashModel(keras.Model):
         """
         history = super().fit(*args, **kwargs)
         if self.precise_batch_norm and history.epoch:
-            fit_args = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
-            fit_args = fit_args.arguments
-            data = fit_args.get("x")
-            split = fit_args.get("validation_split") or 0.0
+            bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+            data, split = (
+                bound.arguments.get("x"),
+                bound.arguments.get("validation_split"),
+            )
             if isinstance(data, (np.ndarray, tf.Tensor)) and split:
                 data = data[: int(np.floor(len(data) * (1.0 - split)))]
-            if isinstance(data, (np.ndarray, tf.Tensor, tf.data.Dataset)) or (
-                isinstance(data, keras.utils.PyDataset)
-            ):
-                self.recompute_batch_norm(data, batch_size=fit_args.get("batch_size"))
+            if isinstance(data, batch_norm.DATA_TYPES):
+                self.recompute_batch_norm(
+                    data, batch_size=bound.arguments.get("batch_size")
+                )
         return history
 
     def recompute_batch_norm(self, images, batch_size=None, max_batches=None) -> int:
