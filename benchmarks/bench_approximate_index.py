@@ -5,7 +5,7 @@ set (uniformly random codes; clustered codes: each code a random class
 centre with every bit flipped at ``--flip`` = 10%, as a trained model's codes
 scatter around their class, with 10 and 1,000 centres), it builds the exact
 :class:`keras_hash.HammingIndex` (FAISS backend) and an
-:class:`~keras_hash.approximate_index.IVFHammingIndex` with default ``nlist``
+:class:`~keras_hash.index.IVFHammingIndex` with default ``nlist``
 (``sqrt(n)`` as a power of two), then sweeps ``nprobe``. Reported: recall@10
 and recall@100 (share of the exact top k, ties by id, that the approximate
 top k holds), queries/s at k = 10 and the ratio to the exact index's
@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import numpy as np  # noqa: E402
 
 from keras_hash import HammingIndex  # noqa: E402
-from keras_hash.approximate_index import IVFHammingIndex  # noqa: E402
+from keras_hash.index.ivf import IVFHammingIndex  # noqa: E402
 
 
 def make_codes(n, bits, centres, flip, seed, chunk=1 << 20):

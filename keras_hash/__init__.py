@@ -14,11 +14,12 @@ kernel), :mod:`~keras_hash.labels`, :mod:`~keras_hash.layers`,
 :mod:`~keras_hash.backbones`, :mod:`~keras_hash.batch_norm` (precise
 BatchNorm statistics), :mod:`~keras_hash.training`,
 :mod:`~keras_hash.distribute` (multi-worker training),
-:mod:`~keras_hash.visualization`. Modules with optional dependencies are
-imported by name: :mod:`keras_hash.milvus` (``MilvusHammingIndex``,
-extra ``milvus``), :mod:`keras_hash.approximate_index` (FAISS, extra
-``faiss``) and :mod:`keras_hash.bulk_encode` (Apache Beam, extra
-``beam``). Research recipes
+:mod:`~keras_hash.visualization`. The index kinds with optional
+dependencies import them when an index is made:
+``keras_hash.index.IVFHammingIndex`` (FAISS, extra ``faiss``) and
+``keras_hash.index.MilvusHammingIndex`` (extra ``milvus``);
+:mod:`keras_hash.bulk_encode` (Apache Beam, extra ``beam``) is imported by
+name. Research recipes
 (CIFAR-10 protocols, airbench) are in :mod:`keras_hash.recipes`, which this
 package does not import.
 """

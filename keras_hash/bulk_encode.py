@@ -72,7 +72,7 @@ import numpy as np
 
 from keras_hash import datasets
 from keras_hash.index import HammingIndex
-from keras_hash.index_file import parse_json_header
+from keras_hash.index.file import parse_json_header
 
 ID_RULES = ("hash", "index")
 SHARD_PREFIX = "codes"
@@ -778,10 +778,10 @@ def _beam_classes() -> dict:
 
         def setup(self):
             try:
-                from keras_hash.milvus import MilvusHammingIndex
+                from keras_hash.index.milvus import MilvusHammingIndex
             except ImportError as error:
                 raise ImportError(
-                    "the Milvus sink needs keras_hash.milvus and pymilvus: "
+                    "the Milvus sink needs keras_hash.index.milvus and pymilvus: "
                     "pip install keras-hash[milvus]"
                 ) from error
             uri, collection, bits, _, _, kwargs = self._args
@@ -815,7 +815,7 @@ def _beam_classes() -> dict:
                 close()
 
     class WriteToMilvus(beam.PTransform):
-        """Writes ``(id, code)`` pairs to Milvus via ``keras_hash.milvus``.
+        """Writes ``(id, code)`` pairs to Milvus via ``keras_hash.index.milvus``.
 
         Rows go in batches of ``batch_size`` with ``upsert`` (default: a
         retried bundle writes the same rows again, so inserting could

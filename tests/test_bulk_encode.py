@@ -331,7 +331,7 @@ def test_missing_beam_names_the_extra(monkeypatch):
 
 @pytest.mark.numpy_only
 def test_milvus_writer_batches_rows(monkeypatch):
-    """The Milvus DoFn, with a recording stand-in for keras_hash.milvus."""
+    """The Milvus DoFn, with a recording stand-in for keras_hash.index.milvus."""
     calls = []
 
     class FakeIndex:
@@ -341,9 +341,9 @@ def test_milvus_writer_batches_rows(monkeypatch):
         def upsert(self, codes, ids):
             calls.append(("upsert", codes.copy(), ids.copy()))
 
-    fake = types.ModuleType("keras_hash.milvus")
+    fake = types.ModuleType("keras_hash.index.milvus")
     fake.MilvusHammingIndex = FakeIndex
-    monkeypatch.setitem(sys.modules, "keras_hash.milvus", fake)
+    monkeypatch.setitem(sys.modules, "keras_hash.index.milvus", fake)
     sink = bulk_encode.WriteToMilvus("x.db", "c", BITS, batch_size=4)
     fn = sink._fn
     fn.setup()
@@ -388,7 +388,7 @@ def test_failed_batches_go_to_dead_letters(run, tmp_path, monkeypatch):
 
 def test_pipeline_writes_to_milvus_lite(run, tmp_path):
     """The Milvus sink on a Milvus Lite file: the stored codes are the reference."""
-    from keras_hash.milvus import MilvusHammingIndex
+    from keras_hash.index.milvus import MilvusHammingIndex
 
     uri = str(tmp_path / "codes.db")
     summary = bulk_encode.encode_images(

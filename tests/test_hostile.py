@@ -490,7 +490,7 @@ package.__path__ = [sys.argv[1]]
 sys.modules["keras_hash"] = package
 import numpy as np
 from keras_hash import index as index_module
-from keras_hash import index_file
+from keras_hash.index import file as index_file
 
 def write_half_then_hang(path, arrays):
     with open(path, "wb") as file:

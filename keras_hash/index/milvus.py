@@ -63,8 +63,8 @@ import time
 import numpy as np
 
 from keras_hash.codes import check_bits, check_packed
-from keras_hash.index import RangeResult, check_k, check_radius, read_only
-from keras_hash.index_file import check_ids
+from keras_hash.index.exact import RangeResult, check_k, check_radius, read_only
+from keras_hash.index.file import check_ids
 
 #: Milvus's largest ``topk`` (``limit``) and ``nq`` for one search.
 MAX_TOPK = 16384
@@ -113,7 +113,7 @@ class MilvusHammingIndex:
 
     ```python
     import numpy as np
-    from keras_hash.milvus import MilvusHammingIndex
+    from keras_hash.index.milvus import MilvusHammingIndex
 
     rng = np.random.default_rng(0)
     database = rng.integers(0, 256, size=(10_000, 8), dtype=np.uint8)

@@ -6,7 +6,7 @@ stored members: ``header.npy`` (UTF-8 JSON as uint8), ``codes.npy`` (uint8
 header holds ``magic`` (which index wrote it), ``format_version``, ``bits``,
 ``count``, the writer's own integer fields and ``sha256`` of the codes bytes
 followed by the ids bytes. :class:`keras_hash.HammingIndex` stores its codes
-and ids (``rows = count``); :class:`keras_hash.approximate_index.IVFHammingIndex`
+and ids (``rows = count``); :class:`keras_hash.index.ivf.IVFHammingIndex`
 lays out its inverted lists in the same three members.
 
 :func:`load_archive` treats the file as untrusted and reads it with memory
@@ -340,3 +340,50 @@ def _check_fields(path: str, header: dict, fields) -> None:
         value = header.get(key)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"{path!r}: header field {key!r} is {value!r:.80}")
+
+
+def load(path: str | os.PathLike):
+    """Opens a saved index of any in-memory kind, chosen by the file's header.
+
+    Example: ``index = keras_hash.index.load("codes.khi")`` gives a
+    :class:`~keras_hash.index.HammingIndex` or an
+    :class:`~keras_hash.index.IVFHammingIndex`, as saved.
+
+    Raises:
+        ValueError: the file is not an index file of a known kind, or any
+            fault :func:`load_archive` finds.
+    """
+    from keras_hash.index.exact import HammingIndex
+    from keras_hash.index.ivf import IVFHammingIndex
+
+    path = os.fspath(path)
+    magic = read_magic(path)
+    for kind in (HammingIndex, IVFHammingIndex):
+        if kind.MAGIC == magic:
+            return kind.load(path)
+    raise ValueError(
+        f"{path!r} is an index file of unknown kind {magic!r:.80} (this version "
+        f"reads {HammingIndex.MAGIC!r} and {IVFHammingIndex.MAGIC!r})"
+    )
+
+
+def read_magic(path: str) -> object:
+    """The ``magic`` of an index file's JSON header (checked as a zip archive)."""
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if not zipfile.is_zipfile(file):
+                raise ValueError("not an .npz (zip) archive")
+            file.seek(0)
+            with zipfile.ZipFile(file) as archive:
+                members = _check_members(archive, size)
+                raw = _read_member(archive, members["header"], "header")
+    except FileNotFoundError:
+        raise
+    except _READ_ERRORS as e:
+        raise ValueError(f"{path!r} is not a readable index file: {e}") from e
+    try:
+        header = json.loads(raw.astype(np.uint8).tobytes().decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{path!r}: unreadable index header: {e}") from e
+    return header.get("magic") if isinstance(header, dict) else None

@@ -23,13 +23,13 @@ query whose extra results tie with the k-th, settles the boundary with a
 range search over the same lists). So ``nprobe = nlist`` gives exactly
 :meth:`HammingIndex.search`. A query whose probed lists hold fewer than k
 codes gets its row padded with id :data:`PAD_ID` (``-2**63``, refused as an
-id) at distance ``bits + 1``, as in :mod:`keras_hash.milvus`.
+id) at distance ``bits + 1``, as in :mod:`keras_hash.index.milvus`.
 
 Ids are int64 from ``-2**63 + 1`` to ``2**63 - 1`` (FAISS stores them in the
 lists; no id map), unique, defaulting to ``max(ids) + 1`` onwards.
 
 File format (:meth:`IVFHammingIndex.save`): the checked archive of
-:mod:`keras_hash.index_file` (three stored ``.npy`` members, read by its
+:mod:`keras_hash.index.file` (three stored ``.npy`` members, read by its
 checked reader: bounded memory, no ``pickle``, shapes checked against the
 header before any read), with the inverted lists laid out inside:
 
@@ -62,7 +62,7 @@ Example:
 ```python
 import numpy as np
 import keras_hash
-from keras_hash.approximate_index import IVFHammingIndex
+from keras_hash.index import IVFHammingIndex
 
 rng = np.random.default_rng(0)
 centres = rng.integers(0, 256, size=(100, 8), dtype=np.uint8)
@@ -86,17 +86,15 @@ import os
 import numpy as np
 
 from keras_hash.codes import check_packed
-from keras_hash.index import (
+from keras_hash.index.exact import (
     InMemoryIndex,
     RangeResult,
     check_k,
     check_radius,
     read_only,
 )
-from keras_hash.index_file import load_archive, new_ids, save_archive
+from keras_hash.index.file import load_archive, new_ids, save_archive
 
-MAGIC = "keras_hash.IVFHammingIndex"
-FORMAT_VERSION = 1
 #: Id of padding in k-NN rows whose probed lists held fewer than k codes.
 PAD_ID = -(2**63)
 #: Range of ids (``PAD_ID`` is refused).
@@ -165,6 +163,9 @@ class IVFHammingIndex(InMemoryIndex):
             max_train_per_list`` codes (a seeded sample). Defaults to 64.
         seed: seed of the sample and of k-means. Defaults to 0.
     """
+
+    MAGIC = "keras_hash.IVFHammingIndex"
+    FORMAT_VERSION = 1
 
     def __init__(
         self,
@@ -431,8 +432,8 @@ class IVFHammingIndex(InMemoryIndex):
             ids = np.concatenate(parts_i + [sizes])
             count = int(sizes.sum())
             header = {
-                "magic": MAGIC,
-                "format_version": FORMAT_VERSION,
+                "magic": self.MAGIC,
+                "format_version": self.FORMAT_VERSION,
                 "bits": self._bits,
                 "count": count,
                 "nlist": self._nlist,
@@ -457,8 +458,8 @@ class IVFHammingIndex(InMemoryIndex):
         path = os.fspath(path)
         header, codes, ids = load_archive(
             path,
-            magic=MAGIC,
-            format_version=FORMAT_VERSION,
+            magic=cls.MAGIC,
+            format_version=cls.FORMAT_VERSION,
             kind="IVFHammingIndex",
             fields=_FIELDS,
             rows=functools.partial(_rows, path),
@@ -501,7 +502,7 @@ def _sort_rows(dist: np.ndarray, ids: np.ndarray):
 
 
 # ---------------------------------------------------------------------------
-# file format: keras_hash.index_file's checked archive, the lists laid out in it
+# file format: keras_hash.index.file's checked archive, the lists laid out in it
 
 _FIELDS = ("nlist", "nprobe", "niter", "max_train_per_list", "seed")
 

@@ -33,8 +33,8 @@ import pytest
 
 pytest.importorskip("pymilvus")
 
-from keras_hash import milvus as milvus_module  # noqa: E402
-from keras_hash.milvus import PAD_ID, MilvusHammingIndex  # noqa: E402
+from keras_hash.index import milvus as milvus_module  # noqa: E402
+from keras_hash.index.milvus import PAD_ID, MilvusHammingIndex  # noqa: E402
 
 try:
     from milvus import MilvusServer

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_hash import HammingIndex
-from keras_hash.approximate_index import PAD_ID, IVFHammingIndex
+from keras_hash.index.ivf import PAD_ID, IVFHammingIndex
 
 pytestmark = pytest.mark.numpy_only
 faiss = pytest.importorskip("faiss")

@@ -7,8 +7,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from keras_hash import index as index_module
 from keras_hash.index import HammingIndex, RangeResult
+from keras_hash.index import exact as index_module
 
 pytestmark = pytest.mark.numpy_only  # no Keras session to reset
 
@@ -149,7 +149,7 @@ class TestFaissTies:
 
     def test_this_faiss_ranks_ties_by_label(self):
         _faiss()
-        from keras_hash.index import _faiss_ties_by_label
+        from keras_hash.index.exact import _faiss_ties_by_label
 
         assert _faiss_ties_by_label()
 

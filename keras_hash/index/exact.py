@@ -25,7 +25,7 @@ Codes are kept sorted by id (a stable sort: ids are unique), so "position in
 the index" and "id" order agree and every tie rule is one on positions.
 
 File format (:meth:`HammingIndex.save`): the checked archive of
-:mod:`keras_hash.index_file` (three stored ``.npy`` members: a JSON header,
+:mod:`keras_hash.index.file` (three stored ``.npy`` members: a JSON header,
 uint8 codes ``[count, bits // 8]``, int64 ids ``[count]`` ascending) with
 ``magic`` ``"keras_hash.HammingIndex"`` and ``format_version`` 1. Files are
 written to a temporary file beside the target, then moved into place with
@@ -62,15 +62,12 @@ from keras_hash.codes import (
     hamming_blocks,
     word_planes,
 )
-from keras_hash.index_file import (
+from keras_hash.index.file import (
     MAX_BITS,
     load_archive,
     new_ids,
     save_archive,
 )
-
-MAGIC = "keras_hash.HammingIndex"
-FORMAT_VERSION = 1
 
 # Queries per numpy block (the database is streamed in the Hamming kernel's
 # blocks, keras_hash.codes.hamming_blocks).
@@ -131,7 +128,7 @@ def read_only(attribute: str, doc: str) -> property:
 class InMemoryIndex:
     """What the in-memory indexes share: bits, sorted unique ids, the lock.
 
-    Subclasses (:class:`HammingIndex`, :class:`~keras_hash.approximate_index.
+    Subclasses (:class:`HammingIndex`, :class:`~keras_hash.index.ivf.
     IVFHammingIndex`) keep ``_ids`` sorted ascending, take ``_lock`` once per
     public call (reading for searches, writing for changes) and list their
     repr fields in ``_describe()``.
@@ -205,6 +202,9 @@ class HammingIndex(InMemoryIndex):
     One index may be shared by threads (module doc: searches run together,
     ``add`` and ``reset`` alone).
     """
+
+    MAGIC = "keras_hash.HammingIndex"
+    FORMAT_VERSION = 1
 
     def __init__(self, bits: int, backend: str = "auto"):
         super().__init__(bits)
@@ -332,8 +332,8 @@ class HammingIndex(InMemoryIndex):
         with self._lock.reading():
             codes, ids = self._codes, self._ids
         header = {
-            "magic": MAGIC,
-            "format_version": FORMAT_VERSION,
+            "magic": self.MAGIC,
+            "format_version": self.FORMAT_VERSION,
             "bits": self._bits,
             "count": len(ids),
         }
@@ -355,7 +355,7 @@ class HammingIndex(InMemoryIndex):
                 by the file's size (module doc).
         """
         header, codes, ids = load_archive(
-            path, magic=MAGIC, format_version=FORMAT_VERSION, kind="HammingIndex"
+            path, magic=cls.MAGIC, format_version=cls.FORMAT_VERSION, kind=cls.__name__
         )
         index = cls(header["bits"], backend=backend)
         if len(ids):

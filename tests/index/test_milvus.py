@@ -1,4 +1,4 @@
-"""Tests for keras_hash.milvus.MilvusHammingIndex on Milvus Lite.
+"""Tests for keras_hash.index.milvus.MilvusHammingIndex on Milvus Lite.
 
 The same searches as tests/test_index.py, checked against brute-force numpy
 Hamming distances (and against HammingIndex): k-NN and range at several
@@ -17,9 +17,9 @@ import pytest
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from keras_hash import milvus as milvus_module  # noqa: E402
 from keras_hash.index import HammingIndex  # noqa: E402
-from keras_hash.milvus import MilvusHammingIndex  # noqa: E402
+from keras_hash.index import milvus as milvus_module  # noqa: E402
+from keras_hash.index.milvus import MilvusHammingIndex  # noqa: E402
 
 pytestmark = pytest.mark.numpy_only  # no Keras session to reset
 

@@ -1,4 +1,4 @@
-"""Shared index file format and id rules (keras_hash.index_file).
+"""Shared index file format and id rules (keras_hash.index.file).
 
 The format's hostile-file cases run through both index classes in
 tests/test_index.py, tests/test_approximate_index.py and tests/test_hostile.py;
@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from keras_hash.index_file import (
+from keras_hash.index.file import (
     MAX_ID,
     MIN_ID,
     check_ids,
