@@ -13,7 +13,9 @@ ascending, rows short of ``k`` padded with :data:`PAD_ID` at distance
   collection (``pip install keras-hash[milvus]``; ``pymilvus`` is imported
   when an index is made);
 - :mod:`~keras_hash.index.file`: the checked file format of the in-memory
-  kinds, and :func:`load`, which opens either kind's file by its header.
+  kinds, and :func:`load`, which opens either kind's file by its header;
+- :mod:`~keras_hash.index.base`: the contract (:class:`BinaryIndex`), its
+  finishing step, the id policy and the argument checks.
 
 Example:
 
@@ -25,15 +27,21 @@ distances, ids = index.search(queries, k=10)
 ```
 """
 
-from keras_hash.index.exact import HammingIndex, RangeResult
+from keras_hash.index.base import MAX_ID, MIN_ID, PAD_ID, BinaryIndex, RangeResult
+from keras_hash.index.exact import HammingIndex
 from keras_hash.index.file import load
 from keras_hash.index.ivf import IVFHammingIndex
-from keras_hash.index.milvus import MilvusHammingIndex
+from keras_hash.index.milvus import MilvusHammingIndex, MilvusWriteError
 
 __all__ = [
+    "MAX_ID",
+    "MIN_ID",
+    "PAD_ID",
+    "BinaryIndex",
     "HammingIndex",
     "IVFHammingIndex",
     "MilvusHammingIndex",
+    "MilvusWriteError",
     "RangeResult",
     "load",
 ]

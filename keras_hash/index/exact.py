@@ -15,10 +15,10 @@ Two backends give identical results:
 - ``"faiss"`` (``pip install keras-hash[faiss]``): ``faiss.IndexBinaryFlat``.
   Its exact heap scans the database in order and compares (distance, label)
   pairs, so its k-NN ties come out by label. The backend checks this once per
-  process on a tie-heavy probe; should a FAISS build break ties otherwise, it
-  resolves the boundary exactly: it asks FAISS for the k-th distance ``t``,
-  then for every item within ``t`` (a range search) and keeps the k first by
-  (distance, position). Range search radii are inclusive here (FAISS's are
+  process on a tie-heavy probe; should a FAISS build break ties otherwise,
+  the contract's finishing step (:mod:`keras_hash.index.base`) settles the
+  boundary: every item at the k-th distance ``t`` (a range search), the
+  smallest ids kept. Range search radii are inclusive here (FAISS's are
   exclusive: the backend passes ``radius + 1``).
 
 Codes are kept sorted by id (a stable sort: ids are unique), so "position in
@@ -46,125 +46,33 @@ index wholly before or wholly after a concurrent change, never between.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import operator
 import os
-import threading
-from dataclasses import dataclass
 
 import numpy as np
 
 from keras_hash.codes import (
-    check_bits,
     check_packed,
     distance_dtype,
     hamming_blocks,
     word_planes,
 )
-from keras_hash.index.file import (
-    MAX_BITS,
-    load_archive,
+from keras_hash.index.base import (
+    FAISS_HINT,
+    PAD_ID,
+    InMemoryIndex,
+    keep_within,
     new_ids,
-    save_archive,
+    read_only,
+    sort_rows,
 )
+from keras_hash.index.file import load_archive, save_archive
 
 # Queries per numpy block (the database is streamed in the Hamming kernel's
 # blocks, keras_hash.codes.hamming_blocks).
 _QUERY_BLOCK = 32
 # Database items sampled to guess the k-NN distance limit.
 _SAMPLE = 8192
-
-
-@dataclass(frozen=True)
-class RangeResult:
-    """Radius-search results for many queries, in CSR layout (as FAISS).
-
-    The neighbours of query ``i`` are ``ids[lims[i]:lims[i + 1]]`` at
-    distances ``distances[lims[i]:lims[i + 1]]``, by distance then id.
-    Iterating yields one ``(distances, ids)`` pair per query; ``result[i]``
-    gives the pair of query ``i``.
-
-    Attributes:
-        lims: int64 ``[num_queries + 1]`` offsets.
-        distances: int32 ``[lims[-1]]`` Hamming distances.
-        ids: int64 ``[lims[-1]]`` ids.
-    """
-
-    lims: np.ndarray
-    distances: np.ndarray
-    ids: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.lims) - 1
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """The neighbours of query ``i``; ``i < 0`` counts from the end."""
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"query index must be an int, got {i!r}")
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"query index {i} out of range for {n} queries")
-        i = int(i) % n
-        lo, hi = self.lims[i], self.lims[i + 1]
-        return self.distances[lo:hi], self.ids[lo:hi]
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
-
-    def counts(self) -> np.ndarray:
-        """Number of neighbours of each query (int64 ``[num_queries]``)."""
-        return np.diff(self.lims)
-
-
-def read_only(attribute: str, doc: str) -> property:
-    """A read-only property that returns ``self.<attribute>``.
-
-    Example: ``bits = read_only("_bits", "Code length K in bits.")``.
-    """
-    return property(operator.attrgetter(attribute), doc=doc)
-
-
-class InMemoryIndex:
-    """What the in-memory indexes share: bits, sorted unique ids, the lock.
-
-    Subclasses (:class:`HammingIndex`, :class:`~keras_hash.index.ivf.
-    IVFHammingIndex`) keep ``_ids`` sorted ascending, take ``_lock`` once per
-    public call (reading for searches, writing for changes) and list their
-    repr fields in ``_describe()``.
-    """
-
-    def __init__(self, bits: int):
-        self._bits = check_bits(bits)
-        if self._bits > MAX_BITS:
-            raise ValueError(f"bits must be at most {MAX_BITS}, got {self._bits}")
-        self._lock = _ReadWriteLock()
-        self._ids = np.zeros(0, np.int64)  # sorted: uniqueness and default ids
-
-    bits = read_only("_bits", "Code length K in bits.")
-
-    @property
-    def ntotal(self) -> int:
-        """Number of codes in the index."""
-        return len(self._ids)
-
-    @property
-    def ids(self) -> np.ndarray:
-        """Ids of the stored codes, ascending (int64, a copy)."""
-        with self._lock.reading():
-            return self._ids.copy()
-
-    def __len__(self) -> int:
-        return self.ntotal
-
-    def __repr__(self) -> str:
-        fields = ", ".join(
-            f"{key}={value!r}" for key, value in self._describe().items()
-        )
-        return f"{type(self).__name__}({fields})"
-
-    def _describe(self) -> dict:
-        raise NotImplementedError
 
 
 class HammingIndex(InMemoryIndex):
@@ -258,7 +166,7 @@ class HammingIndex(InMemoryIndex):
             self._add(codes, ids)
 
     def _add(self, codes: np.ndarray, ids) -> None:
-        ids = new_ids(ids, len(codes), self._ids)
+        ids = new_ids(ids, len(codes), self._ids, PAD_ID)
         if len(ids) == 0:
             return
         appended = self.ntotal == 0 or ids[0] > self._ids[-1]
@@ -285,47 +193,20 @@ class HammingIndex(InMemoryIndex):
         self._added = self._added[:0]
         self._backend.reset(self._codes)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Finds the k nearest codes of each query.
+    @property
+    def exact_ties(self) -> bool:
+        """Whether the backend's k-NN already breaks ties by id (no re-query)."""
+        return self._backend.exact_ties
 
-        Args:
-            queries: uint8 ``[q, bits // 8]`` packed codes.
-            k: number of neighbours, ``1 <= k <= ntotal``.
+    def _knn_candidates(self, queries: np.ndarray, k: int):
+        distances, positions = self._backend.knn(queries, k)
+        return distances, self._ids[positions]
 
-        Returns:
-            ``(distances, ids)``: int32 and int64 arrays ``[q, k]``, each row
-            by distance ascending, ties by id ascending (``[0, k]`` for no
-            queries).
-        """
-        with self._lock.reading():
-            queries = self._check_queries(queries)
-            k = check_k(k, self.ntotal)
-            if len(queries) == 0:
-                return np.zeros((0, k), np.int32), np.zeros((0, k), np.int64)
-            distances, positions = self._backend.knn(queries, k)
-            return distances, self._ids[positions]
-
-    def range_search(self, queries: np.ndarray, radius: int) -> RangeResult:
-        """Finds every code within a Hamming radius (inclusive) of each query.
-
-        Args:
-            queries: uint8 ``[q, bits // 8]`` packed codes.
-            radius: the largest distance returned, an int ``>= 0``.
-
-        Returns:
-            A :class:`RangeResult` (CSR ``lims``, ``distances``, ``ids``);
-            each query's neighbours come by distance, then id. No queries
-            give an empty result (``lims == [0]``).
-        """
-        with self._lock.reading():
-            queries = self._check_queries(queries)
-            radius = check_radius(radius, self._bits)
-            if len(queries) == 0:
-                return RangeResult(
-                    np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
-                )
-            lims, distances, positions = self._backend.range(queries, radius)
-            return RangeResult(lims, distances, self._ids[positions])
+    def _range_candidates(self, queries: np.ndarray, lo: int, hi: int, need=None):
+        lims, distances, positions = self._backend.range(queries, hi)
+        if lo > 0:
+            lims, distances, positions = keep_within(lims, distances, positions, lo)
+        return lims, distances, self._ids[positions]
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the index to ``path`` atomically (format in the module doc)."""
@@ -362,77 +243,6 @@ class HammingIndex(InMemoryIndex):
             index.add(codes, ids)
         return index
 
-    def _check_queries(self, queries: np.ndarray) -> np.ndarray:
-        queries = check_packed(queries, bits=self._bits, name="queries")
-        if self.ntotal == 0:
-            raise ValueError("the index is empty: add codes before searching")
-        return queries
-
-
-def check_k(k, ntotal: int) -> int:
-    """The number of neighbours ``k`` as an int in ``1 .. ntotal``."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an int, got {k!r}")
-    if not 1 <= k <= ntotal:
-        raise ValueError(f"k must be between 1 and the index size {ntotal}, got {k}")
-    return int(k)
-
-
-def check_radius(radius, bits: int) -> int:
-    """A search radius as an int ``>= 0``, capped at ``bits`` (all codes)."""
-    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
-        raise TypeError(f"radius must be an int, got {radius!r}")
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
-    return min(int(radius), bits)
-
-
-class _ReadWriteLock:
-    """Many readers or one writer; a waiting writer stops new readers.
-
-    Not reentrant: a holder must not acquire it again (the index's public
-    methods take it once, their helpers never).
-    """
-
-    def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writing = False
-        self._writers_waiting = 0
-
-    @contextlib.contextmanager
-    def reading(self):
-        with self._cond:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def writing(self):
-        with self._cond:
-            self._writers_waiting += 1
-            try:
-                while self._writing or self._readers:
-                    self._cond.wait()
-            finally:
-                self._writers_waiting -= 1
-                if not self._writers_waiting:
-                    self._cond.notify_all()  # readers held back by this writer
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
-
 
 def _resolve_backend(backend: str) -> str:
     if backend not in ("auto", "numpy", "faiss"):
@@ -440,9 +250,7 @@ def _resolve_backend(backend: str) -> str:
     if backend == "auto":
         return "faiss" if _faiss_module() is not None else "numpy"
     if backend == "faiss" and _faiss_module() is None:
-        raise ImportError(
-            "backend='faiss' needs faiss-cpu: pip install keras-hash[faiss]"
-        )
+        raise ImportError(f"backend='faiss' needs faiss-cpu: {FAISS_HINT}")
     return backend
 
 
@@ -467,6 +275,8 @@ def _make_backend(name: str, bits: int):
 
 class _NumpyBackend:
     """Blocked XOR + popcount over word planes ``[words, N]``."""
+
+    exact_ties = True  # k-NN rows come by (distance, position)
 
     def __init__(self, bits: int):
         self.bits = bits
@@ -640,7 +450,6 @@ class _FaissBackend:
         self.faiss = _faiss_module()
         self.index = self.faiss.IndexBinaryFlat(bits)
         self.index.use_heap = True
-        self.exact_ties = None  # whether FAISS ranks k-NN ties by label
 
     def reset(self, codes: np.ndarray) -> None:
         self.index.reset()
@@ -650,50 +459,19 @@ class _FaissBackend:
         if len(codes):
             self.index.add(codes)
 
+    @property
+    def exact_ties(self) -> bool:
+        """Whether FAISS keeps, among ties at the k-th distance, the lowest labels."""
+        return _faiss_ties_by_label()
+
     def knn(self, queries: np.ndarray, k: int):
-        distances, labels = self.index.search(queries, k)
-        distances, labels = _sort_rows(distances, labels, self.index.ntotal)
-        if self.exact_ties is None:
-            self.exact_ties = _faiss_ties_by_label()
-        if not self.exact_ties:
-            distances, labels = self._resolve_boundary(queries, distances, k)
-        return distances, labels
+        return self.index.search(queries, k)
 
-    def _resolve_boundary(self, queries, distances, k):
-        """Exact top k from the k-th distance: every item within it, sorted."""
-        lims, dist, labels = self.range(queries, distances[:, -1])
-        take = lims[:-1, None] + np.arange(k)
-        return dist[take], labels[take]
-
-    def range(self, queries: np.ndarray, radius):
-        radii = np.broadcast_to(np.asarray(radius), len(queries))
-        parts = [self._range_one_radius(queries, radii, r) for r in np.unique(radii)]
-        rows = np.concatenate([p[0] for p in parts])
-        dist = np.concatenate([p[1] for p in parts])
-        labels = np.concatenate([p[2] for p in parts])
-        order = np.lexsort((labels, dist, rows))
-        lims = np.zeros(len(queries) + 1, np.int64)
-        np.cumsum(np.bincount(rows, minlength=len(queries)), out=lims[1:])
-        return lims, dist[order].astype(np.int32), labels[order].astype(np.int64)
-
-    def _range_one_radius(self, queries, radii, radius):
-        which = np.flatnonzero(radii == radius)
+    def range(self, queries: np.ndarray, radius: int):
+        """CSR results within ``radius``; the contract sorts each row."""
         # FAISS's radius is exclusive: distance < radius + 1 is distance <= radius.
-        lims, dist, labels = self.index.range_search(queries[which], int(radius) + 1)
-        rows = np.repeat(which, np.diff(lims).astype(np.int64))
-        return rows, dist, labels
-
-
-def _sort_rows(distances, labels, ntotal):
-    """Sorts each row by (distance, label); a no-op check when already so."""
-    key = distances.astype(np.int64) * max(ntotal, 1) + labels
-    if np.all(key[:, 1:] >= key[:, :-1]):
-        return distances, labels
-    order = np.argsort(key, axis=1, kind="stable")
-    return (
-        np.take_along_axis(distances, order, 1),
-        np.take_along_axis(labels, order, 1),
-    )
+        lims, dist, labels = self.index.range_search(queries, int(radius) + 1)
+        return lims.astype(np.int64), dist, labels
 
 
 @functools.cache
@@ -709,7 +487,7 @@ def _faiss_ties_by_label() -> bool:
     index = _faiss_module().IndexBinaryFlat(8)
     index.add(database)
     got_d, got_l = index.search(queries, 700)
-    got_d, got_l = _sort_rows(got_d, got_l, len(database))
+    got_d, got_l = sort_rows(got_d, got_l)
     reference = _NumpyBackend(8)
     reference.reset(database)
     want_d, want_l = reference.knn(queries, 700)

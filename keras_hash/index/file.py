@@ -1,4 +1,4 @@
-"""The checked file format and id rules both index classes share.
+"""The checked file format of the in-memory index kinds, and ``load`` for any of them.
 
 An index file is an uncompressed ``.npz`` archive holding exactly three
 stored members: ``header.npy`` (UTF-8 JSON as uint8), ``codes.npy`` (uint8
@@ -6,8 +6,9 @@ stored members: ``header.npy`` (UTF-8 JSON as uint8), ``codes.npy`` (uint8
 header holds ``magic`` (which index wrote it), ``format_version``, ``bits``,
 ``count``, the writer's own integer fields and ``sha256`` of the codes bytes
 followed by the ids bytes. :class:`keras_hash.HammingIndex` stores its codes
-and ids (``rows = count``); :class:`keras_hash.index.ivf.IVFHammingIndex`
-lays out its inverted lists in the same three members.
+and ids (``rows = count``); :class:`keras_hash.index.IVFHammingIndex`
+lays out its inverted lists in the same three members. :func:`load` opens
+either kind's file by its header's ``magic``.
 
 :func:`load_archive` treats the file as untrusted and reads it with memory
 bounded by the file's size: it parses the zip directory and each member's
@@ -15,7 +16,9 @@ bounded by the file's size: it parses the zip directory and each member's
 unknown or missing members, other dtypes, Fortran order and any shape that
 disagrees with the JSON header before allocating, and checks the sizes
 declared in the zip against the file and the checksum against the data. Any
-fault raises ``ValueError``. :func:`save_archive` writes through
+fault raises ``ValueError``, and so does a path that is not a regular file
+(a directory, a FIFO, a device: found by ``os.stat`` before any read, so a
+FIFO never blocks). :func:`save_archive` writes through
 :func:`keras_hash.files.write_atomic` (a staging file, then ``os.replace``).
 
 Example:
@@ -30,20 +33,18 @@ header, codes, ids = load_archive("a.khi", magic="m", format_version=1,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import stat
 import struct
 import zipfile
 
 import numpy as np
 
 from keras_hash.files import write_atomic
-
-#: Largest code length (FAISS keeps dimensions in a C int).
-MAX_BITS = 1 << 30
-#: Range of ids: they are int64.
-MIN_ID, MAX_ID = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+from keras_hash.index.base import MAX_BITS
 
 # Members of an index file and their dtypes.
 _MEMBERS = {"header": np.uint8, "codes": np.uint8, "ids": np.dtype("<i8")}
@@ -62,82 +63,6 @@ _READ_ERRORS = (
     OverflowError,
     SyntaxError,
 )
-
-
-def check_ids(ids, n: int | None, low: int = MIN_ID, why: str = "") -> np.ndarray:
-    """Integer ids ``[n]`` in ``low .. 2**63 - 1`` as int64, never wrapped.
-
-    Python ints beyond 64 bits and unsigned values past ``2**63 - 1`` are
-    refused by value, not cast. ``n=None`` takes any length; ``why`` ends
-    the out-of-range message (the reason for ``low``).
-
-    Example:
-
-    ```python
-    check_ids([3, 1, 2], 3)          # array([3, 1, 2])
-    check_ids([2**63], 1)            # ValueError: out of range
-    ```
-    """
-    if isinstance(ids, (list, tuple)) and all(type(i) is int for i in ids):
-        ids = np.array(ids, dtype=object)  # numpy would make 2**63 a float
-    else:
-        ids = np.asarray(ids)
-    if ids.ndim != 1 or (n is not None and len(ids) != n):
-        want = f"({n},)" if n is not None else "[n]"
-        raise ValueError(f"ids must have shape {want}, got shape {ids.shape}")
-    if not len(ids):
-        return np.zeros(0, np.int64)
-    if ids.dtype == object and all(type(i) is int for i in ids):
-        lowest, highest = min(ids), max(ids)
-    elif np.issubdtype(ids.dtype, np.integer):
-        lowest, highest = ids.min(), ids.max()
-    else:
-        raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
-    if not (low <= lowest and highest <= MAX_ID):
-        bounds = {MIN_ID: "-2**63", MIN_ID + 1: "-2**63 + 1"}.get(low, str(low))
-        raise ValueError(
-            f"ids must be in {bounds} .. 2**63 - 1{why}, got "
-            f"{lowest if lowest < low else highest}"
-        )
-    return ids.astype(np.int64)
-
-
-def new_ids(
-    ids, n: int, existing: np.ndarray, low: int = MIN_ID, why: str = ""
-) -> np.ndarray:
-    """Checked ids for ``n`` new codes, unique against sorted ``existing``.
-
-    ``ids=None`` gives ``max(existing) + 1`` onwards (``0, 1, ...`` when
-    ``existing`` is empty); otherwise as :func:`check_ids`, and no id may
-    repeat or be in ``existing``.
-
-    Example:
-
-    ```python
-    new_ids(None, 2, np.array([4, 7]))     # array([8, 9])
-    new_ids([7], 1, np.array([4, 7]))      # ValueError: repeated: [7]
-    ```
-    """
-    if ids is None:
-        start = int(existing[-1]) + 1 if len(existing) else 0
-        if n and start + n - 1 > MAX_ID:
-            raise ValueError(
-                f"no {n} free default ids after the largest id {start - 1}: "
-                "ids stop at 2**63 - 1; pass ids"
-            )
-        return np.arange(start, start + n, dtype=np.int64)
-    ids = check_ids(ids, n, low, why)
-    sorted_ids = np.sort(ids)
-    clash = np.zeros(len(ids), bool)
-    if len(existing):  # a binary search each: existing may hold millions
-        at = np.minimum(np.searchsorted(existing, sorted_ids), len(existing) - 1)
-        clash = existing[at] == sorted_ids
-    twice = np.zeros(len(ids), bool)
-    twice[1:] = sorted_ids[1:] == sorted_ids[:-1]
-    if np.any(clash | twice):
-        repeated = np.unique(sorted_ids[clash | twice])
-        raise ValueError(f"ids must be unique; repeated: {repeated[:10]}")
-    return ids
 
 
 def save_archive(path, header: dict, codes: np.ndarray, ids: np.ndarray) -> None:
@@ -185,25 +110,19 @@ def load_archive(
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if not zipfile.is_zipfile(file):
-                raise ValueError("not an .npz (zip) archive")
-            file.seek(0)
-            with zipfile.ZipFile(file) as archive:
-                members = _check_members(archive, size)
-                raw = _read_member(archive, members["header"], "header")
-                try:
-                    header = _parse_header(path, raw, magic, format_version, kind)
-                    _check_fields(path, header, fields)
-                    count = int(rows(header))
-                except ValueError as e:
-                    raise _HeaderError(str(e)) from e
-                shapes = {"codes": (count, header["bits"] // 8), "ids": (count,)}
-                # Each member's .npy shape must equal these before any read.
-                codes = _read_member(archive, members["codes"], "codes", shapes)
-                ids = _read_member(archive, members["ids"], "ids", shapes)
-    except FileNotFoundError:
+        with _archive(path, kind) as (archive, members):
+            raw = _read_member(archive, members["header"], "header")
+            try:
+                header = _parse_header(path, raw, magic, format_version, kind)
+                _check_fields(path, header, fields)
+                count = int(rows(header))
+            except ValueError as e:
+                raise _HeaderError(str(e)) from e
+            shapes = {"codes": (count, header["bits"] // 8), "ids": (count,)}
+            # Each member's .npy shape must equal these before any read.
+            codes = _read_member(archive, members["codes"], "codes", shapes)
+            ids = _read_member(archive, members["ids"], "ids", shapes)
+    except (FileNotFoundError, _NotRegular):
         raise
     except _HeaderError as e:
         raise ValueError(str(e)) from e
@@ -217,6 +136,60 @@ def load_archive(
             f"{header['sha256']})"
         )
     return header, codes, ids
+
+
+@contextlib.contextmanager
+def _archive(path: str, kind: str):
+    """The zip archive of a regular file and its three checked members."""
+    with open_regular(path, kind) as file:
+        size = os.fstat(file.fileno()).st_size
+        if not zipfile.is_zipfile(file):
+            raise ValueError("not an .npz (zip) archive")
+        file.seek(0)
+        with zipfile.ZipFile(file) as archive:
+            yield archive, _check_members(archive, size)
+
+
+def open_regular(path: str, kind: str = "index"):
+    """Opens ``path`` for reading if it is a regular file (symlinks followed).
+
+    A directory, FIFO, socket or device raises ``ValueError`` naming it, at
+    once: the type is read with ``os.stat`` before opening, and checked
+    again on the open descriptor (opened non-blocking, so a FIFO swapped in
+    between cannot block either).
+
+    Example: ``with open_regular("codes.khi") as f: ...``.
+    """
+    _refuse_special(path, os.stat(path).st_mode, kind)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        _refuse_special(path, os.fstat(fd).st_mode, kind)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _refuse_special(path: str, mode: int, kind: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    what = (
+        "a directory"
+        if stat.S_ISDIR(mode)
+        else "a FIFO (named pipe)"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
+    raise _NotRegular(f"{path!r} is {what}, not a {kind} file: give the file's path")
+
+
+class _NotRegular(ValueError):
+    """A path that is not a regular file (message has the path)."""
 
 
 class _HeaderError(ValueError):
@@ -353,32 +326,26 @@ def load(path: str | os.PathLike):
         ValueError: the file is not an index file of a known kind, or any
             fault :func:`load_archive` finds.
     """
-    from keras_hash.index.exact import HammingIndex
+    from keras_hash.index.exact import HammingIndex  # they import this module
     from keras_hash.index.ivf import IVFHammingIndex
 
     path = os.fspath(path)
+    kinds = {kind.MAGIC: kind for kind in (HammingIndex, IVFHammingIndex)}
     magic = read_magic(path)
-    for kind in (HammingIndex, IVFHammingIndex):
-        if kind.MAGIC == magic:
-            return kind.load(path)
-    raise ValueError(
-        f"{path!r} is an index file of unknown kind {magic!r:.80} (this version "
-        f"reads {HammingIndex.MAGIC!r} and {IVFHammingIndex.MAGIC!r})"
-    )
+    if magic not in kinds:
+        raise ValueError(
+            f"{path!r} is not a keras_hash index file (magic {magic!r:.80}; this "
+            f"version reads {sorted(kinds)})"
+        )
+    return kinds[magic].load(path)
 
 
 def read_magic(path: str) -> object:
     """The ``magic`` of an index file's JSON header (checked as a zip archive)."""
     try:
-        with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if not zipfile.is_zipfile(file):
-                raise ValueError("not an .npz (zip) archive")
-            file.seek(0)
-            with zipfile.ZipFile(file) as archive:
-                members = _check_members(archive, size)
-                raw = _read_member(archive, members["header"], "header")
-    except FileNotFoundError:
+        with _archive(path, "index") as (archive, members):
+            raw = _read_member(archive, members["header"], "header")
+    except (FileNotFoundError, _NotRegular):
         raise
     except _READ_ERRORS as e:
         raise ValueError(f"{path!r} is not a readable index file: {e}") from e

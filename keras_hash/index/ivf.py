@@ -86,20 +86,17 @@ import os
 import numpy as np
 
 from keras_hash.codes import check_packed
-from keras_hash.index.exact import (
+from keras_hash.index.base import (
+    FAISS_HINT,
+    MIN_ID,
     InMemoryIndex,
-    RangeResult,
-    check_k,
-    check_radius,
+    check_int,
+    check_nprobe,
+    keep_within,
+    new_ids,
     read_only,
 )
-from keras_hash.index.file import load_archive, new_ids, save_archive
-
-#: Id of padding in k-NN rows whose probed lists held fewer than k codes.
-PAD_ID = -(2**63)
-#: Range of ids (``PAD_ID`` is refused).
-MIN_ID = PAD_ID + 1
-INSTALL_HINT = "pip install keras-hash[faiss]"
+from keras_hash.index.file import load_archive, save_archive
 
 # Extra results fetched past k to see whether the k-th distance ties further.
 _MARGIN = 16
@@ -107,29 +104,19 @@ _MARGIN = 16
 # search call: bounds the memory of its results (12 bytes per result).
 _RANGE_BUDGET = 1 << 22
 _DEFAULT_NPROBE = 16
-# FAISS's distance of an empty heap slot (INT32_MAX); anything > bits.
-_EMPTY = np.iinfo(np.int32).max
 
 
 def _faiss():
     try:
         import faiss
     except ImportError as e:
-        raise ImportError(f"IVFHammingIndex needs faiss-cpu: {INSTALL_HINT}") from e
+        raise ImportError(f"IVFHammingIndex needs faiss-cpu: {FAISS_HINT}") from e
     return faiss
 
 
 def _auto_nlist(n: int) -> int:
     """``sqrt(n)`` rounded to a power of two, at most ``n``."""
     return int(min(n, 2 ** round(np.log2(max(n, 1)) / 2)))
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 class IVFHammingIndex(InMemoryIndex):
@@ -156,7 +143,8 @@ class IVFHammingIndex(InMemoryIndex):
             ``nlist`` codes. Defaults to ``sqrt(n)`` rounded to a power of
             two, ``n`` the number of codes given to ``train`` (1,024 at 1M,
             4,096 at 10M; docs/approximate_index.md).
-        nprobe: lists scanned per query, ``1 <= nprobe <= nlist``. Defaults
+        nprobe: lists scanned per query, ``1 <= nprobe <= nlist`` (with
+            ``nlist=None``, checked when ``train`` picks ``nlist``). Defaults
             to ``min(16, nlist)``.
         niter: k-means iterations. Defaults to 20.
         max_train_per_list: ``train`` uses at most ``nlist *
@@ -178,18 +166,14 @@ class IVFHammingIndex(InMemoryIndex):
         seed: int = 0,
     ):
         super().__init__(bits)
-        self._nlist = None if nlist is None else _positive_int(nlist, "nlist")
-        self._niter = _positive_int(niter, "niter")
-        self._max_train = _positive_int(max_train_per_list, "max_train_per_list")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, got {seed!r}")
-        if not 0 <= seed < 2**31:
-            raise ValueError(f"seed must be in 0 .. 2**31 - 1, got {seed}")
-        self._seed = int(seed)
+        self._nlist = None if nlist is None else check_int(nlist, "nlist", 1, 2**31 - 1)
+        self._niter = check_int(niter, "niter")
+        self._max_train = check_int(max_train_per_list, "max_train_per_list")
+        self._seed = check_int(seed, "seed", 0, 2**31 - 1)
         self._faiss = _faiss()
         self._auto_nprobe = nprobe is None
         self._nprobe = (
-            _DEFAULT_NPROBE if nprobe is None else _positive_int(nprobe, "nprobe")
+            _DEFAULT_NPROBE if nprobe is None else check_int(nprobe, "nprobe")
         )
         if self._nlist is not None:
             self._nprobe = self._check_nprobe(self._nprobe, auto=self._auto_nprobe)
@@ -248,7 +232,14 @@ class IVFHammingIndex(InMemoryIndex):
                 are used.
         """
         codes = check_packed(codes, bits=self._bits)
+        if len(codes) == 0:
+            raise ValueError("train needs codes to place centroids among, got 0 rows")
         nlist = self._nlist or _auto_nlist(len(codes))
+        if not self._auto_nprobe and self._nprobe > nlist:
+            raise ValueError(
+                f"nprobe={self._nprobe} exceeds nlist={nlist} (picked for "
+                f"{len(codes)} codes): pass nlist, or nprobe <= {nlist}"
+            )
         if len(codes) < nlist:
             raise ValueError(
                 f"train needs at least nlist={nlist} codes, got {len(codes)} "
@@ -269,7 +260,7 @@ class IVFHammingIndex(InMemoryIndex):
             ivf.cp.min_points_per_centroid = 1  # no stderr warning on few codes
             ivf.train(np.ascontiguousarray(codes))
             self._nlist = nlist
-            self._nprobe = min(self._nprobe, nlist)  # an auto nlist may be small
+            self._nprobe = min(self._nprobe, nlist)  # a default nprobe, clamped
             self._install(quantizer, ivf)
 
     def _install(self, quantizer, ivf) -> None:
@@ -305,61 +296,15 @@ class IVFHammingIndex(InMemoryIndex):
             self._ids = self._ids[:0]
             self._sizes = None
 
-    # -- search ---------------------------------------------------------------
+    # -- raw search (the contract in keras_hash.index.base finishes it) ------
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`HammingIndex.search` over the codes of the probed lists.
-
-        A row whose probed lists hold fewer than ``k`` codes ends with
-        ``PAD_ID`` at distance ``bits + 1``; exact at ``nprobe = nlist``.
-        """
-        with self._lock.reading():
-            queries = self._check_queries(queries)
-            k = check_k(k, self.ntotal)
-            if len(queries) == 0:
-                return np.zeros((0, k), np.int32), np.zeros((0, k), np.int64)
-            return self._knn(queries, k)
-
-    def _knn(self, queries: np.ndarray, k: int):
+    def _knn_candidates(self, queries: np.ndarray, k: int):
+        """A few more than k, so that most rows settle their ties at once."""
         wide = min(self.ntotal, k + max(k, _MARGIN))
-        dist, ids = self._ivf.search(queries, wide)
-        dist, ids = _sort_rows(dist, ids)
-        out_d, out_i = dist[:, :k].copy(), ids[:, :k].copy()
-        t = out_d[:, -1]
-        # All probed codes within t are in hand unless the wide row's last
-        # one also sits at t (then FAISS may have dropped ties at t).
-        tied = np.flatnonzero((t <= self._bits) & (dist[:, -1] == t))
-        if wide < self.ntotal and len(tied):
-            for r in np.unique(t[tied]):
-                rows = tied[t[tied] == r]
-                result = self._range(queries[rows], int(r))
-                take = result.lims[:-1, None] + np.arange(k)
-                out_d[rows], out_i[rows] = result.distances[take], result.ids[take]
-        missing = out_d > self._bits
-        out_d[missing], out_i[missing] = self._bits + 1, PAD_ID
-        return out_d.astype(np.int32), out_i.astype(np.int64)
+        return self._ivf.search(queries, wide)  # empty slots: INT32_MAX, -1
 
-    def range_search(self, queries: np.ndarray, radius: int) -> RangeResult:
-        """Finds every code of the probed lists within a Hamming radius.
-
-        Args:
-            queries: uint8 ``[q, bits // 8]`` packed codes.
-            radius: the largest distance returned (inclusive), an int ``>= 0``.
-
-        Returns:
-            A :class:`keras_hash.index.RangeResult`; each query's neighbours
-            come by distance, then id. Exact at ``nprobe = nlist``.
-        """
-        with self._lock.reading():
-            queries = self._check_queries(queries)
-            return self._range(queries, check_radius(radius, self._bits))
-
-    def _range(self, queries: np.ndarray, radius: int) -> RangeResult:
+    def _range_candidates(self, queries: np.ndarray, lo: int, hi: int, need=None):
         """Range search in query chunks whose probed lists fit the budget."""
-        if len(queries) == 0:
-            return RangeResult(
-                np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
-            )
         _, lists = self._quantizer.search(queries, self._nprobe)
         bound = np.cumsum(self._list_sizes()[np.maximum(lists, 0)].sum(1))
         counts, dists, ids = [], [], []
@@ -369,19 +314,16 @@ class IVFHammingIndex(InMemoryIndex):
             stop = max(
                 start + 1, int(np.searchsorted(bound, base + _RANGE_BUDGET, "right"))
             )
-            # FAISS's radius is exclusive: d < radius + 1 is d <= radius.
-            lims, d, i = self._ivf.range_search(queries[start:stop], radius + 1)
+            # FAISS's radius is exclusive: d < hi + 1 is d <= hi.
+            lims, d, i = self._ivf.range_search(queries[start:stop], hi + 1)
             counts.append(np.diff(lims).astype(np.int64))
-            dists.append(d.astype(np.int32))
-            ids.append(i.astype(np.int64))
+            dists.append(d)
+            ids.append(i)
             start = stop
-        counts = np.concatenate(counts)
-        dist, ids = np.concatenate(dists), np.concatenate(ids)
-        rows = np.repeat(np.arange(len(queries)), counts)
-        order = np.lexsort((ids, dist, rows))
         lims = np.zeros(len(queries) + 1, np.int64)
-        np.cumsum(counts, out=lims[1:])
-        return RangeResult(lims, dist[order], ids[order])
+        np.cumsum(np.concatenate(counts), out=lims[1:])
+        found = lims, np.concatenate(dists), np.concatenate(ids)
+        return keep_within(*found, lo) if lo > 0 else found
 
     def _list_sizes(self) -> np.ndarray:
         if self._sizes is None:
@@ -394,20 +336,14 @@ class IVFHammingIndex(InMemoryIndex):
     # -- checks ---------------------------------------------------------------
 
     def _check_nprobe(self, value, auto: bool = False) -> int:
-        value = _positive_int(value, "nprobe")
-        if self._nlist is not None and auto:
-            return min(value, self._nlist)
-        if self._nlist is not None and value > self._nlist:
-            raise ValueError(f"nprobe must be at most nlist={self._nlist}, got {value}")
-        return value
+        if auto and self._nlist is not None:
+            return min(check_int(value, "nprobe"), self._nlist)
+        return check_nprobe(value, self._nlist)
 
-    def _check_queries(self, queries: np.ndarray) -> np.ndarray:
-        queries = check_packed(queries, bits=self._bits, name="queries")
+    def _searchable(self) -> int:
         if self._ivf is None:
             raise ValueError("the index is not trained: call train(codes), then add")
-        if self.ntotal == 0:
-            raise ValueError("the index is empty: add codes before searching")
-        return queries
+        return super()._searchable()
 
     # -- files ------------------------------------------------------------------
 
@@ -493,12 +429,6 @@ class IVFHammingIndex(InMemoryIndex):
         index._install(quantizer, ivf)
         index._ids = np.sort(item_ids).astype(np.int64)
         return index
-
-
-def _sort_rows(dist: np.ndarray, ids: np.ndarray):
-    """Sorts each row by (distance, id); empty slots (INT32_MAX) stay last."""
-    order = np.lexsort((ids, dist), axis=-1)
-    return np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
 
 
 # ---------------------------------------------------------------------------

@@ -55,27 +55,41 @@ keras_hash``.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import pathlib
 import re
+import threading
 import time
 
 import numpy as np
 
-from keras_hash.codes import check_bits, check_packed
-from keras_hash.index.exact import RangeResult, check_k, check_radius, read_only
-from keras_hash.index.file import check_ids
+from keras_hash.codes import check_packed
+from keras_hash.index.base import (
+    MAX_ID,
+    MILVUS_HINT,
+    MIN_ID,
+    PAD_ID,
+    BinaryIndex,
+    check_ids,
+    check_int,
+    check_nprobe,
+    check_seconds,
+    check_unique,
+    csr_from_rows,
+    read_only,
+)
+from keras_hash.index.milvus_collection import (
+    INDEX_TYPES,
+    check_uri,
+    connect,
+    open_or_create,
+    server_max_id,
+)
 
 #: Milvus's largest ``topk`` (``limit``) and ``nq`` for one search.
 MAX_TOPK = 16384
 #: Largest BINARY_VECTOR dimension Milvus accepts.
 MAX_BITS = 32768
-#: Range of ids (``-2**63`` is refused: module doc).
-MIN_ID, MAX_ID = -(2**63) + 1, 2**63 - 1
-#: Id of padding in k-NN rows that ``BIN_IVF_FLAT`` could not fill.
-PAD_ID = -(2**63)
-INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
-INSTALL_HINT = "pip install keras-hash[milvus]"
 
 # Results fetched per search call (queries x limit): bounds message sizes, and
 # Milvus Lite answered fastest near this size (measured).
@@ -87,20 +101,24 @@ _IDS_PER_EXPR = 8192
 # Bytes per insert call (gRPC messages are capped at 64 MiB by default).
 _BYTES_PER_INSERT = 16 << 20
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-# Milvus Lite's own rule for a database file name.
-_LITE_FILE = re.compile(r"^[A-Za-z0-9.\-_]{1,36}$")
-_SERVER_SCHEMES = ("http://", "https://", "tcp://", "unix:")
+# One lock per collection for the writers of this process (module doc).
+_WRITERS: dict[tuple, threading.Lock] = {}
+_WRITERS_GUARD = threading.Lock()
 
 
 def _pymilvus():
     try:
         import pymilvus
     except ImportError as e:
-        raise ImportError(f"MilvusHammingIndex needs pymilvus: {INSTALL_HINT}") from e
+        raise ImportError(f"MilvusHammingIndex needs pymilvus: {MILVUS_HINT}") from e
     return pymilvus
 
 
-class MilvusHammingIndex:
+class MilvusWriteError(RuntimeError):
+    """A write Milvus did not acknowledge; the message says which rows were."""
+
+
+class MilvusHammingIndex(BinaryIndex):
     """Hamming-distance index over packed binary codes stored in Milvus.
 
     The API of :class:`keras_hash.HammingIndex` (``add``, ``search``,
@@ -163,15 +181,10 @@ class MilvusHammingIndex:
         db_name: str = "",
         index_type: str | None = None,
         nlist: int = 1024,
-        nprobe: int = 32,
+        nprobe: int | None = None,
         timeout: float = 10.0,
     ):
-        self._bits = check_bits(bits)
-        if self._bits > MAX_BITS:
-            raise ValueError(
-                f"bits must be at most {MAX_BITS} (Milvus's largest binary "
-                f"vector), got {self._bits}"
-            )
+        super().__init__(bits, MAX_BITS)
         if not isinstance(collection, str) or not _NAME.match(collection):
             raise ValueError(
                 "collection must be a name of letters, digits and '_' not "
@@ -181,24 +194,38 @@ class MilvusHammingIndex:
             raise ValueError(
                 f"index_type must be one of {INDEX_TYPES}, got {index_type!r}"
             )
-        self._nlist = _positive_int(nlist, "nlist", 65536)
-        self._nprobe = _positive_int(nprobe, "nprobe", 65536)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        self._timeout = float(timeout)
+        self._nlist = check_int(nlist, "nlist", 1, 65536)
+        self._nprobe = 32 if nprobe is None else check_int(nprobe, "nprobe", 1, 65536)
+        self._timeout = check_seconds(timeout)
         self._milvus = _pymilvus()
-        self._uri, self._lite = _check_uri(uri)
+        self._uri, self._lite = check_uri(uri)
         self._name = collection
         self._closed = self._dropped = False
-        self._client = self._connect(token, db_name)
+        self._failed = None  # what a failed write left unknown
+        self._client = connect(
+            self._milvus, self._uri, self._lite, token, db_name, self._timeout
+        )
+        self._writers = _writer_lock(self._uri, db_name, collection)
         try:
-            self._max_id = MAX_ID if self._lite else self._server_max_id()
-            if self._client.has_collection(collection, timeout=self._timeout):
-                self._open_existing(index_type)
-            else:
-                self._create(index_type or "BIN_FLAT")
+            self._max_id = (
+                MAX_ID if self._lite else server_max_id(self._client, self._timeout)
+            )
+            found = open_or_create(
+                self._milvus,
+                self._client,
+                collection,
+                self._bits,
+                self._uri,
+                self._lite,
+                index_type,
+                self._nlist,
+                self._timeout,
+            )
+            self._id_field, self._code_field, self._index_type, nlist = found
+            self._lists = nlist  # None on BIN_FLAT
+            if nlist is not None and nprobe is None:
+                self._nprobe = min(self._nprobe, nlist)
+            self._nprobe = check_nprobe(self._nprobe, nlist)
             self._client.load_collection(collection, timeout=self._timeout)
         except BaseException:
             self._client.close()
@@ -206,7 +233,6 @@ class MilvusHammingIndex:
 
     # -- properties ----------------------------------------------------------
 
-    bits = read_only("_bits", "Code length K in bits.")
     uri = read_only("_uri", "The ``.db`` file or server address.")
     collection = read_only("_name", "The collection name.")
     index_type = read_only("_index_type", '``"BIN_FLAT"`` or ``"BIN_IVF_FLAT"``.')
@@ -218,7 +244,7 @@ class MilvusHammingIndex:
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        self._nprobe = _positive_int(value, "nprobe", 65536)
+        self._nprobe = check_nprobe(check_int(value, "nprobe", 1, 65536), self._lists)
 
     @property
     def ntotal(self) -> int:
@@ -233,11 +259,16 @@ class MilvusHammingIndex:
         )
         return int(rows[0]["count(*)"])
 
-    def __len__(self) -> int:
-        return self.ntotal
-
     def __repr__(self) -> str:
-        state = " dropped" if self._dropped else " closed" if self._closed else ""
+        state = (
+            " dropped"
+            if self._dropped
+            else " closed"
+            if self._closed
+            else " failed"
+            if self._failed
+            else ""
+        )
         return (
             f"MilvusHammingIndex(bits={self._bits}, uri={self._uri!r}, "
             f"collection={self._name!r}, index_type={self._index_type!r}{state})"
@@ -264,7 +295,11 @@ class MilvusHammingIndex:
             progress: ``True`` for a Keras progress bar, or a callable
                 ``progress(done, total)`` called after each batch.
 
-        A failure part-way (server lost) leaves the earlier batches stored.
+        Raises:
+            MilvusWriteError: a batch was not acknowledged (server lost,
+                timeout). The message says which rows were acknowledged; the
+                failed batch may or may not be stored, so this index refuses
+                further calls until the collection is opened again.
         """
         self._write(codes, ids, batch_size, progress, replace=False)
 
@@ -282,11 +317,19 @@ class MilvusHammingIndex:
             The number of codes removed.
         """
         ids = np.unique(self._check_ids(ids, None, unique=False))
-        self._check_usable()
-        present = self._existing(ids)
-        for start in range(0, len(present), _IDS_PER_EXPR):
-            chunk = present[start : start + _IDS_PER_EXPR]
-            self._client.delete(self._name, ids=chunk.tolist(), timeout=self._timeout)
+        with self._writers:
+            self._check_usable()
+            present = self._existing(ids)
+            for start in range(0, len(present), _IDS_PER_EXPR):
+                chunk = present[start : start + _IDS_PER_EXPR]
+                with self._latch(
+                    f"delete of {len(present)} ids: {start} acknowledged, "
+                    f"{len(chunk)} unknown, {len(present) - start - len(chunk)} "
+                    "not sent"
+                ):
+                    self._client.delete(
+                        self._name, ids=chunk.tolist(), timeout=self._timeout
+                    )
         return len(present)
 
     def get(self, ids) -> np.ndarray:
@@ -336,8 +379,7 @@ class MilvusHammingIndex:
             TimeoutError: the server has not indexed every code within
                 ``timeout`` seconds.
         """
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+        timeout = check_seconds(timeout)
         self.flush()
         if self._lite:
             return
@@ -373,201 +415,28 @@ class MilvusHammingIndex:
 
     # -- searching -------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Finds the k nearest codes of each query.
+    @property
+    def max_k(self) -> int:
+        """Milvus's largest search (``topk``): 16,384."""
+        return MAX_TOPK
 
-        Args:
-            queries: uint8 ``[q, bits // 8]`` packed codes.
-            k: number of neighbours, ``1 <= k <= min(ntotal, 16384)``.
+    def _searchable(self) -> int:
+        self._check_usable()
+        return super()._searchable()
 
-        Returns:
-            ``(distances, ids)``: int32 and int64 arrays ``[q, k]``, each row
-            by distance ascending, ties by id ascending.
-        """
-        queries = check_packed(queries, bits=self._bits, name="queries")
-        ntotal = self._check_nonempty()
-        k = check_k(k, ntotal)
-        if k > MAX_TOPK:
-            raise ValueError(
-                f"k must be at most {MAX_TOPK}, Milvus's largest search (topk), got {k}"
-            )
-        out_d = np.full((len(queries), k), self._bits + 1, np.int32)
-        out_i = np.full((len(queries), k), PAD_ID, np.int64)
-        if len(queries) == 0:
-            return out_d, out_i
-        limit = min(max(2 * k, k + 16), MAX_TOPK, ntotal)
-        hits = [(dist, ids) for dist, ids, _ in self._search(queries, limit)]
-        # Queries whose k-th distance t may have more items than returned.
-        open_ = {}
-        for row, (dist, ids) in enumerate(hits):
-            dist, ids = _sorted(dist, ids)
-            hits[row] = dist, ids
-            if len(dist) >= k and len(dist) < ntotal and dist[-1] == dist[k - 1]:
-                open_.setdefault(int(dist[k - 1]), []).append(row)
-        for t, rows in open_.items():
-            need = [k - int(np.sum(hits[r][0] < t)) for r in rows]
-            ties = self._collect(queries[rows], t, t, need)
-            for r, (tie_d, tie_i) in zip(rows, ties, strict=True):
-                dist = np.concatenate([hits[r][0], tie_d])
-                ids = np.concatenate([hits[r][1], tie_i])
-                ids, first = np.unique(ids, return_index=True)
-                hits[r] = _sorted(dist[first], ids)
-        for row, (dist, ids) in enumerate(hits):
-            n = min(k, len(dist))
-            out_d[row, :n], out_i[row, :n] = dist[:n], ids[:n]
-        return out_d, out_i
+    def _knn_candidates(self, queries: np.ndarray, k: int):
+        """A few more than k per query, as dense rows (padded past what came)."""
+        limit = min(max(2 * k, k + 16), MAX_TOPK)
+        dist = np.full((len(queries), limit), self._bits + 1, np.int64)
+        ids = np.full((len(queries), limit), PAD_ID, np.int64)
+        for row, (d, i, _) in enumerate(self._search(queries, limit)):
+            dist[row, : len(d)], ids[row, : len(i)] = d, i
+        return dist, ids
 
-    def range_search(self, queries: np.ndarray, radius: int) -> RangeResult:
-        """Finds every code within a Hamming radius (inclusive) of each query.
-
-        Args:
-            queries: uint8 ``[q, bits // 8]`` packed codes.
-            radius: the largest distance returned, an int ``>= 0``.
-
-        Returns:
-            A :class:`keras_hash.index.RangeResult` (CSR ``lims``,
-            ``distances``, ``ids``), each query's neighbours by distance, then
-            id. Complete beyond Milvus's 16,384 results per search (module
-            doc).
-        """
-        queries = check_packed(queries, bits=self._bits, name="queries")
-        radius = check_radius(radius, self._bits)
-        self._check_nonempty()
-        lims = np.zeros(len(queries) + 1, np.int64)
-        if len(queries) == 0:
-            return RangeResult(lims, np.zeros(0, np.int32), np.zeros(0, np.int64))
-        hits = [_sorted(d, i) for d, i in self._collect(queries, 0, radius, None)]
-        np.cumsum([len(d) for d, _ in hits], out=lims[1:])
-        distances = np.concatenate([d for d, _ in hits]).astype(np.int32)
-        ids = np.concatenate([i for _, i in hits]).astype(np.int64)
-        return RangeResult(lims, distances, ids)
+    def _range_candidates(self, queries: np.ndarray, lo: int, hi: int, need=None):
+        return csr_from_rows(self._collect(queries, lo, hi, need))
 
     # -- internals ---------------------------------------------------------------
-
-    def _connect(self, token: str, db_name: str):
-        milvus = self._milvus
-        if self._lite:
-            try:
-                import milvus_lite  # noqa: F401
-            except ImportError as e:
-                raise ImportError(
-                    f"a local .db uri needs Milvus Lite: {INSTALL_HINT} "
-                    "(or give a server uri such as http://localhost:19530)"
-                ) from e
-        try:
-            return milvus.MilvusClient(
-                self._uri, token=token, db_name=db_name, timeout=self._timeout
-            )
-        except milvus.MilvusException as e:
-            if self._lite:
-                raise ConnectionError(
-                    f"Milvus Lite could not open {self._uri!r} ({e.message}); a "
-                    ".db file is served by one process at a time: is it open in "
-                    "another process?"
-                ) from e
-            raise ConnectionError(
-                f"cannot reach a Milvus server at {self._uri!r} within "
-                f"{self._timeout:g} s: {e.message}"
-            ) from e
-
-    def _create(self, index_type: str) -> None:
-        milvus, client = self._milvus, self._client
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", milvus.DataType.INT64, is_primary=True)
-        schema.add_field("code", milvus.DataType.BINARY_VECTOR, dim=self._bits)
-        client.create_collection(
-            self._name, schema=schema, consistency_level="Strong", timeout=self._timeout
-        )
-        params = client.prepare_index_params()
-        params.add_index(
-            field_name="code",
-            index_type=index_type,
-            metric_type="HAMMING",
-            params={"nlist": self._nlist} if index_type == "BIN_IVF_FLAT" else {},
-        )
-        try:
-            client.create_index(self._name, params, timeout=self._timeout)
-        except milvus.MilvusException as e:
-            client.drop_collection(self._name, timeout=self._timeout)
-            lite = " (Milvus Lite serves BIN_FLAT only)" if self._lite else ""
-            raise ValueError(
-                f"Milvus refused a {index_type} HAMMING index on {self._uri!r}"
-                f"{lite}: {e.message}"
-            ) from e
-        self._id_field, self._code_field = "id", "code"
-        self._index_type = index_type
-
-    def _open_existing(self, index_type: str | None) -> None:
-        """Adopts an existing collection after checking its schema and index."""
-        milvus, client, name = self._milvus, self._client, self._name
-        where = f"collection {name!r} at {self._uri!r}"
-        desc = client.describe_collection(name, timeout=self._timeout)
-        fields = [f for f in desc["fields"] if not f.get("is_dynamic")]
-        kinds = {f["name"]: getattr(f["type"], "name", str(f["type"])) for f in fields}
-        primary = [f for f in fields if f.get("is_primary")]
-        vectors = [f for f in fields if "VECTOR" in kinds[f["name"]]]
-        if len(vectors) != 1 or vectors[0]["type"] != milvus.DataType.BINARY_VECTOR:
-            raise ValueError(
-                f"{where} is not a collection of binary codes: its fields are "
-                f"{kinds}; MilvusHammingIndex needs one BINARY_VECTOR field"
-            )
-        if (
-            len(primary) != 1
-            or primary[0]["type"] != milvus.DataType.INT64
-            or primary[0].get("auto_id", desc.get("auto_id"))
-            or len(fields) != 2
-        ):
-            raise ValueError(
-                f"{where} has fields {kinds} (auto_id={desc.get('auto_id')}); "
-                "MilvusHammingIndex needs exactly an INT64 primary key without "
-                "auto_id and one BINARY_VECTOR field"
-            )
-        vector = vectors[0]
-        dim = int(vector.get("params", {}).get("dim", -1))
-        if dim != self._bits:
-            raise ValueError(
-                f"{where} holds {dim}-bit codes (BINARY_VECTOR dim {dim}), this "
-                f"index was asked for bits={self._bits}"
-            )
-        described = None
-        for index_name in client.list_indexes(name, timeout=self._timeout):
-            info = client.describe_index(name, index_name, timeout=self._timeout)
-            if info.get("field_name") == vector["name"]:
-                described = info
-        if described is None:
-            raise ValueError(f"{where} has no index on its field {vector['name']!r}")
-        metric = described.get("metric_type")
-        kind = described.get("index_type")
-        if metric != "HAMMING":
-            raise ValueError(f"{where} is indexed for metric {metric}, not HAMMING")
-        if kind not in INDEX_TYPES:
-            raise ValueError(f"{where} has a {kind} index, not one of {INDEX_TYPES}")
-        if index_type is not None and kind != index_type:
-            raise ValueError(
-                f"{where} has a {kind} index, index_type={index_type!r} was asked "
-                "(pass index_type=None to keep it)"
-            )
-        self._id_field, self._code_field = primary[0]["name"], vector["name"]
-        self._index_type = kind
-
-    def _server_max_id(self) -> int:
-        """Largest id this server can find again: ``2**63 - 2`` before 2.5.
-
-        Milvus 2.3's queries never return the row whose primary key is
-        ``2**63 - 1`` (measured on 2.3.5: ``id in [...]``, ``id >= 0`` and
-        ``id != 0`` all miss it, and a search asked for its vector fails with
-        "incomplete query result, missing id 9223372036854775807"), so
-        :meth:`add` could not see it taken, nor :meth:`delete` or :meth:`get`
-        find it. Refused on servers older than 2.5 (2.4 untested); Milvus
-        Lite 2.5.1 finds it.
-        """
-        try:
-            version = str(self._client.get_server_version(timeout=self._timeout))
-        except Exception:  # a server without the call: assume a recent one
-            return MAX_ID
-        found = re.search(r"(\d+)\.(\d+)", version)
-        old = found is not None and (int(found[1]), int(found[2])) < (2, 5)
-        return MAX_ID - 1 if old else MAX_ID
 
     def _check_ids(self, ids, n: int | None, unique: bool = True) -> np.ndarray:
         ids = _check_ids(ids, n, unique)
@@ -584,12 +453,12 @@ class MilvusHammingIndex:
             raise ValueError(f"collection {self._name!r} was dropped")
         if self._closed:
             raise ValueError(f"this index on collection {self._name!r} is closed")
-
-    def _check_nonempty(self) -> int:
-        ntotal = self.ntotal
-        if ntotal == 0:
-            raise ValueError("the index is empty: add codes before searching")
-        return ntotal
+        if self._failed is not None:
+            raise ValueError(
+                f"this index on collection {self._name!r} refuses further calls "
+                f"after a failed write ({self._failed}): close it and open the "
+                "collection again to see what it holds"
+            )
 
     def _existing(self, ids: np.ndarray) -> np.ndarray:
         """Which of ``ids`` (unique) the collection holds, ascending."""
@@ -609,26 +478,45 @@ class MilvusHammingIndex:
         """Checks, then inserts (or upserts, ``replace``) in batches."""
         codes = check_packed(codes, bits=self._bits)
         ids = self._check_ids(ids, len(codes))
-        self._check_usable()
-        if not replace:
-            taken = self._existing(ids)
-            if len(taken):
-                raise ValueError(
-                    f"ids already in collection {self._name!r}: {taken[:10].tolist()}"
-                    f"{' ...' if len(taken) > 10 else ''} (use upsert to replace codes)"
-                )
-        call = self._client.upsert if replace else self._client.insert
-        batch_size = _positive_int(batch_size, "batch_size", None)
+        batch_size = check_int(batch_size, "batch_size")
         batch_size = min(batch_size, max(1, _BYTES_PER_INSERT // (self._bits // 8 + 8)))
         report = _progress(progress, len(codes))
-        for start in range(0, len(codes), batch_size):
-            stop = min(start + batch_size, len(codes))
-            rows = [
-                {self._id_field: int(i), self._code_field: code.tobytes()}
-                for i, code in zip(ids[start:stop], codes[start:stop], strict=True)
-            ]
-            call(self._name, rows, timeout=self._timeout)
-            report(stop)
+        with self._writers:  # no other writer of this process between check and write
+            self._check_usable()
+            if not replace:
+                taken = self._existing(ids)
+                if len(taken):
+                    raise ValueError(
+                        f"ids already in collection {self._name!r}: "
+                        f"{taken[:10].tolist()}{' ...' if len(taken) > 10 else ''} "
+                        "(use upsert to replace codes)"
+                    )
+            call = self._client.upsert if replace else self._client.insert
+            for start in range(0, len(codes), batch_size):
+                stop = min(start + batch_size, len(codes))
+                rows = [
+                    {self._id_field: int(i), self._code_field: code.tobytes()}
+                    for i, code in zip(ids[start:stop], codes[start:stop], strict=True)
+                ]
+                with self._latch(
+                    f"{'upsert' if replace else 'add'} of {len(codes)} codes: rows "
+                    f"0..{start - 1} acknowledged, rows {start}..{stop - 1} unknown, "
+                    f"rows {stop}..{len(codes) - 1} not sent"
+                ):
+                    call(self._name, rows, timeout=self._timeout)
+                report(stop)
+
+    @contextlib.contextmanager
+    def _latch(self, what: str):
+        """A write whose failure leaves this index refusing calls (module doc)."""
+        try:
+            yield
+        except BaseException as e:
+            self._failed = f"{what}; {type(e).__name__}: {e}"
+            raise MilvusWriteError(
+                f"collection {self._name!r}: {self._failed}. This index now "
+                "refuses further calls: close it and open the collection again"
+            ) from e
 
     def _search(self, queries, limit, lo=None, hi=None, id_range=None):
         """One Milvus search per block of queries; per query (distances, ids, cut).
@@ -723,41 +611,6 @@ class MilvusHammingIndex:
 # helpers
 
 
-def _check_uri(uri) -> tuple[str, bool]:
-    """``(uri, is_lite)``; a ``.db`` path is checked against Milvus Lite's rules."""
-    if isinstance(uri, os.PathLike):
-        uri = os.fspath(uri)
-    if not isinstance(uri, str):
-        raise TypeError(f"uri must be a str or path, got {uri!r}")
-    if uri.startswith(_SERVER_SCHEMES):
-        return uri, False
-    if not uri.endswith(".db"):
-        raise ValueError(
-            "uri must be a local file ending in .db (Milvus Lite) or a server "
-            f"address such as http://localhost:19530, got {uri!r}"
-        )
-    path = pathlib.Path(uri).expanduser().absolute()
-    if not path.parent.is_dir():
-        raise FileNotFoundError(
-            f"folder of the Milvus Lite file {uri!r} does not exist"
-        )
-    if not _LITE_FILE.match(path.name):
-        raise ValueError(
-            f"Milvus Lite file names hold at most 36 letters, digits and .-_, "
-            f"got {path.name!r}"
-        )
-    return str(path), True
-
-
-def _positive_int(value, name: str, most: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1 or (most is not None and value > most):
-        bound = f" and at most {most}" if most is not None else ""
-        raise ValueError(f"{name} must be at least 1{bound}, got {value}")
-    return int(value)
-
-
 def _check_ids(ids, n: int | None, unique: bool = True) -> np.ndarray:
     """Ids as int64 ``[n]`` within ``MIN_ID .. MAX_ID``; unique if asked."""
     if ids is None:
@@ -768,10 +621,14 @@ def _check_ids(ids, n: int | None, unique: bool = True) -> np.ndarray:
         ids, n, MIN_ID, " (int64 but -2**63, which Milvus expressions cannot match)"
     )
     if unique:
-        values, counts = np.unique(ids, return_counts=True)
-        if np.any(counts > 1):
-            raise ValueError(f"ids must be unique; repeated: {values[counts > 1][:10]}")
+        check_unique(ids)
     return ids
+
+
+def _writer_lock(uri: str, db_name: str, collection: str) -> threading.Lock:
+    """The one lock of this process's writers of a collection."""
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault((uri, db_name, collection), threading.Lock())
 
 
 def _chunks(array: np.ndarray, size: int):
@@ -800,11 +657,6 @@ def _hit_arrays(hits) -> tuple[np.ndarray, np.ndarray]:
     ids = np.asarray(ids, np.int64).reshape(-1)
     dist = np.rint(np.asarray(dist, np.float64)).astype(np.int32).reshape(-1)
     return dist, ids
-
-
-def _sorted(dist, ids):
-    order = np.lexsort((ids, dist))
-    return dist[order], ids[order]
 
 
 def _progress(progress, total: int):

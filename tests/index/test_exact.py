@@ -9,6 +9,7 @@ import pytest
 
 from keras_hash.index import HammingIndex, RangeResult
 from keras_hash.index import exact as index_module
+from tests import reference
 
 pytestmark = pytest.mark.numpy_only  # no Keras session to reset
 
@@ -28,24 +29,6 @@ def _random_codes(rng, n, bits):
     return rng.integers(0, 256, size=(n, bits // 8), dtype=np.uint8)
 
 
-def _brute_distances(queries, database, bits):
-    """Hamming distances via float inner products of unpacked ±1 codes."""
-    q = np.unpackbits(queries, axis=1, count=bits).astype(np.float64) * 2 - 1
-    d = np.unpackbits(database, axis=1, count=bits).astype(np.float64) * 2 - 1
-    return np.rint((bits - q @ d.T) / 2).astype(np.int64)
-
-
-def _brute_rankings(queries, database, ids, bits):
-    """Per query: ids and distances by distance, ties by id (stable sorts)."""
-    dist = _brute_distances(queries, database, bits)
-    by_id = np.argsort(ids, kind="stable")
-    out = []
-    for row in dist:
-        order = by_id[np.argsort(row[by_id], kind="stable")]
-        out.append((row[order], ids[order]))
-    return out
-
-
 class TestKnn:
     @pytest.mark.parametrize("bits", [8, 16, 64, 128])
     @pytest.mark.parametrize("k", [1, 17, 300])
@@ -59,8 +42,8 @@ class TestKnn:
         distances, ids = index.search(queries, k)
         assert distances.dtype == np.int32 and ids.dtype == np.int64
         assert distances.shape == ids.shape == (45, k)
-        reference = _brute_rankings(queries, database, np.arange(900), bits)
-        for row, (want_d, want_ids) in enumerate(reference):
+        ranked = reference.ranking(database, np.arange(900), queries)
+        for row, (want_d, want_ids) in enumerate(ranked):
             np.testing.assert_array_equal(distances[row], want_d[:k])
             np.testing.assert_array_equal(ids[row], want_ids[:k])
 
@@ -70,8 +53,8 @@ class TestKnn:
         index = HammingIndex(8, backend=backend)
         index.add(database)
         distances, ids = index.search(database[:3], k=257)
-        reference = _brute_rankings(database[:3], database, np.arange(257), 8)
-        for row, (want_d, want_ids) in enumerate(reference):
+        ranked = reference.ranking(database, np.arange(257), database[:3])
+        for row, (want_d, want_ids) in enumerate(ranked):
             np.testing.assert_array_equal(distances[row], want_d)
             np.testing.assert_array_equal(ids[row], want_ids)
 
@@ -85,7 +68,7 @@ class TestKnn:
         index.add(database[250:], ids[250:])
         distances, got = index.search(queries, 40)
         for row, (want_d, want_ids) in enumerate(
-            _brute_rankings(queries, database, ids, 16)
+            reference.ranking(database, ids, queries)
         ):
             np.testing.assert_array_equal(distances[row], want_d[:40])
             np.testing.assert_array_equal(got[row], want_ids[:40])
@@ -105,7 +88,7 @@ class TestKnn:
         index.add(database)
         distances, ids = index.search(queries, 30)
         for row, (want_d, want_ids) in enumerate(
-            _brute_rankings(queries, database, np.arange(5000), 8)
+            reference.ranking(database, np.arange(5000), queries)
         ):
             np.testing.assert_array_equal(distances[row], want_d[:30])
             np.testing.assert_array_equal(ids[row], want_ids[:30])
@@ -131,18 +114,18 @@ class TestFaissTies:
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
 
-    def test_boundary_fixup_is_exact(self):
+    def test_boundary_fixup_is_exact(self, monkeypatch):
         # Forces the path used when FAISS breaks ties its own way.
         _faiss()
+        monkeypatch.setattr(index_module._FaissBackend, "exact_ties", False)
         rng = np.random.default_rng(9)
         database = _random_codes(rng, 3000, 8)
         queries = _random_codes(rng, 25, 8)
         index = HammingIndex(8, backend="faiss")
         index.add(database)
-        index._backend.exact_ties = False
         distances, ids = index.search(queries, 123)
         for row, (want_d, want_ids) in enumerate(
-            _brute_rankings(queries, database, np.arange(3000), 8)
+            reference.ranking(database, np.arange(3000), queries)
         ):
             np.testing.assert_array_equal(distances[row], want_d[:123])
             np.testing.assert_array_equal(ids[row], want_ids[:123])
@@ -169,7 +152,7 @@ class TestRangeSearch:
         assert result.lims.dtype == np.int64 and result.lims[0] == 0
         assert result.distances.dtype == np.int32 and result.ids.dtype == np.int64
         for row, (want_d, want_ids) in enumerate(
-            _brute_rankings(queries, database, np.arange(700), bits)
+            reference.ranking(database, np.arange(700), queries)
         ):
             inside = want_d <= radius  # inclusive
             got_d, got_ids = result[row]
@@ -432,7 +415,7 @@ class TestSampledLimit:
         index.add(database)
         distances, ids = index.search(queries, 250)
         for row, (want_d, want_ids) in enumerate(
-            _brute_rankings(queries, database, np.arange(70_000), 16)
+            reference.ranking(database, np.arange(70_000), queries)
         ):
             np.testing.assert_array_equal(distances[row], want_d[:250])
             np.testing.assert_array_equal(ids[row], want_ids[:250])
@@ -470,11 +453,11 @@ class TestLongCodes:
         database = np.concatenate([base, ~base])
         index = HammingIndex(bits, backend="numpy")
         index.add(database)
-        want = _brute_distances(base, database, bits)
+        want = reference.hamming(base, database)
         assert want[0, 3] == 65536
         distances, ids = index.search(base, k=6)
         for row, (want_d, want_ids) in enumerate(
-            _brute_rankings(base, database, np.arange(6), bits)
+            reference.ranking(database, np.arange(6), base)
         ):
             np.testing.assert_array_equal(distances[row], want_d)
             np.testing.assert_array_equal(ids[row], want_ids)

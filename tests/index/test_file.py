@@ -11,15 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from keras_hash.index.file import (
-    MAX_ID,
-    MIN_ID,
-    check_ids,
-    load_archive,
-    new_ids,
-    parse_json_header,
-    save_archive,
-)
+from keras_hash.index.base import MAX_ID, PAD_ID, check_ids, new_ids
+from keras_hash.index.file import load_archive, parse_json_header, save_archive
 
 
 class TestCheckIds:
@@ -37,7 +30,7 @@ class TestCheckIds:
 
     def test_lower_bound_and_reason_are_named(self):
         with pytest.raises(ValueError, match=r"-2\*\*63 \+ 1 .. 2\*\*63 - 1 \(pads\)"):
-            check_ids([MIN_ID], 1, MIN_ID + 1, " (pads)")
+            check_ids([PAD_ID], 1, PAD_ID + 1, " (pads)")
 
     def test_shape_and_dtype_errors(self):
         with pytest.raises(ValueError, match=r"shape \(2,\)"):

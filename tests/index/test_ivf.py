@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from keras_hash import HammingIndex
-from keras_hash.index.ivf import PAD_ID, IVFHammingIndex
+from keras_hash.index import PAD_ID, IVFHammingIndex
+from tests import reference
 
 pytestmark = pytest.mark.numpy_only
 faiss = pytest.importorskip("faiss")
@@ -30,28 +31,6 @@ def clustered(n, bits, centres, rate, seed):
     middle = rng.integers(0, 2, size=(centres, bits), dtype=np.uint8)
     raw = middle[rng.integers(0, centres, n)]
     return np.packbits(raw ^ (rng.random(raw.shape) < rate), axis=1)
-
-
-def hamming(a, b):
-    """Brute-force distances [len(a), len(b)] from unpacked bits."""
-    return np.unpackbits(a[:, None, :] ^ b[None, :, :], axis=2).sum(2)
-
-
-def brute_knn(database, ids, queries, k):
-    """k nearest by (distance, id): the tie rule of HammingIndex."""
-    dist = hamming(queries, database)
-    order = np.stack([np.lexsort((ids, row)) for row in dist])[:, :k]
-    return np.take_along_axis(dist, order, 1), ids[order]
-
-
-def brute_range(database, ids, queries, radius):
-    dist = hamming(queries, database)
-    out = []
-    for row in dist:
-        keep = np.flatnonzero(row <= radius)
-        order = np.lexsort((ids[keep], row[keep]))
-        out.append((row[keep][order], ids[keep][order]))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -76,20 +55,16 @@ def test_full_probing_equals_brute_force(data):
     index = built(database, ids, nlist=32, nprobe=32)
     # Some queries tie at the k-th distance beyond the k + 16 results fetched
     # first: the boundary (range search) path runs.
-    ranked = np.sort(hamming(queries, database), axis=1)
+    ranked = np.sort(reference.hamming(queries, database), axis=1)
     assert np.any(ranked[:, 10 + 16 - 1] == ranked[:, 10 - 1])
     for k in (1, 10, 300, 3000):
-        want_d, want_i = brute_knn(database, ids, queries, k)
+        want_d, want_i = reference.knn(database, ids, queries, k)
         got_d, got_i = index.search(queries, k)
         assert got_d.dtype == np.int32 and got_i.dtype == np.int64
         np.testing.assert_array_equal(got_d, want_d)
         np.testing.assert_array_equal(got_i, want_i)
     result = index.range_search(queries, 4)
-    for (got_d, got_i), (want_d, want_i) in zip(
-        result, brute_range(database, ids, queries, 4), strict=True
-    ):
-        np.testing.assert_array_equal(got_d, want_d)
-        np.testing.assert_array_equal(got_i, want_i)
+    reference.assert_range_equal(result, database, ids, queries, 4)
 
 
 def test_equals_hamming_index_at_full_probing(data):
@@ -109,14 +84,14 @@ def test_partial_probing_is_exact_over_the_probed_lists(data):
     index = built(database, ids, nlist=32, nprobe=3)
     centroids = faiss.vector_to_array(index._quantizer.xb).reshape(32, 4)
     # Each code's list: its nearest centroid (ties: lowest centroid number).
-    to_centroid = hamming(database, centroids)
+    to_centroid = reference.hamming(database, centroids)
     home = np.array([np.lexsort((np.arange(32), row))[0] for row in to_centroid])
-    to_query = hamming(queries, centroids)
+    to_query = reference.hamming(queries, centroids)
     got_d, got_i = index.search(queries, 40)
     for q, row in enumerate(to_query):
         probed = np.lexsort((np.arange(32), row))[:3]
         inside = np.isin(home, probed)
-        want_d, want_i = brute_knn(
+        want_d, want_i = reference.knn(
             database[inside], ids[inside], queries[q : q + 1], 40
         )
         np.testing.assert_array_equal(got_d[q], want_d[0])
@@ -130,7 +105,7 @@ def test_returned_distances_are_true_hamming(data):
     dist, found = index.search(queries, 10)
     for q in range(len(queries)):
         rows = [by_id[i] for i in found[q]]
-        want = hamming(queries[q : q + 1], database[rows])[0]
+        want = reference.hamming(queries[q : q + 1], database[rows])[0]
         np.testing.assert_array_equal(dist[q], want)
         key = list(zip(dist[q].tolist(), found[q].tolist(), strict=True))
         assert key == sorted(key)
@@ -156,7 +131,7 @@ def test_recall_at_10_with_default_knobs():
     index.train(database)
     index.add(database)
     assert (index.nlist, index.nprobe) == (128, 16)
-    _, want = brute_knn(database, np.arange(len(database)), queries, 10)
+    _, want = reference.knn(database, np.arange(len(database)), queries, 10)
     _, got = index.search(queries, 10)
     recall = np.mean(
         [len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)]
@@ -181,7 +156,7 @@ def test_save_load_round_trip(tmp_path, data):
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
     same.nprobe = 32  # the rebuilt lists hold every code: exact
-    want_d, want_i = brute_knn(database, ids, queries, 10)
+    want_d, want_i = reference.knn(database, ids, queries, 10)
     got_d, got_i = same.search(queries, 10)
     np.testing.assert_array_equal(got_d, want_d)
     np.testing.assert_array_equal(got_i, want_i)
@@ -199,7 +174,8 @@ def test_save_load_empty_trained_index(tmp_path, data):
     same.add(database)
     same.nprobe = 8
     np.testing.assert_array_equal(
-        same.search(queries, 5)[0], brute_knn(database, np.arange(3000), queries, 5)[0]
+        same.search(queries, 5)[0],
+        reference.knn(database, np.arange(3000), queries, 5)[0],
     )
 
 

@@ -23,104 +23,19 @@ extra installs it. The server's embedded etcd always listens on 127.0.0.1
 ports 2379 and 2380, so one such server runs per machine at a time.
 """
 
-import shutil
-import socket
-import time
-import urllib.request
-
 import numpy as np
 import pytest
 
 pytest.importorskip("pymilvus")
 
+from keras_hash.index import PAD_ID, MilvusHammingIndex  # noqa: E402
 from keras_hash.index import milvus as milvus_module  # noqa: E402
-from keras_hash.index.milvus import PAD_ID, MilvusHammingIndex  # noqa: E402
-
-try:
-    from milvus import MilvusServer
-except ImportError:  # the test extra installs it: fail, naming it
-    MilvusServer = None
+from tests import reference  # noqa: E402
 
 pytestmark = pytest.mark.numpy_only  # no Keras session to reset
 
 BITS, NLIST = 64, 32
 N_RANDOM, N_CLUSTERED = 2000, 2000
-START_TIMEOUT = 120  # seconds; the server starts in about 7 s on 2 cores
-
-
-@pytest.fixture(scope="module")
-def server_uri(tmp_path_factory):
-    if MilvusServer is None:
-        pytest.fail(
-            "the embedded Milvus server package is missing: pip install "
-            "milvus==2.3.5 (or pip install -e '.[test]')"
-        )
-    _check_etcd_ports()
-    base = tmp_path_factory.mktemp("milvus_server")
-    server = MilvusServer(wait_for_started=False)
-    server.set_base_dir(str(base))
-    try:
-        server.start()
-        _wait_healthy(server, base)
-        yield f"http://127.0.0.1:{server.listen_port}"
-    finally:
-        server.stop()
-        # About 500 MB of binaries and data; the logs stay with pytest's tmp.
-        for folder in ("bin", "data"):
-            shutil.rmtree(base / folder, ignore_errors=True)
-
-
-def _check_etcd_ports():
-    """The server's embedded etcd always listens on 2379 and 2380 (measured)."""
-    for port in (2379, 2380):
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError as e:
-                pytest.fail(
-                    f"127.0.0.1:{port} is taken ({e}): the embedded Milvus 2.3.5 "
-                    "server's etcd always listens on 2379 and 2380, so one such "
-                    "server runs per machine; is another Milvus or etcd running?"
-                )
-
-
-def _wait_healthy(server, base):
-    """MilvusServer.wait_started waits 180 s even for a dead server: not here."""
-    url = f"http://127.0.0.1:{server.webservice_port}/healthz"
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.server_proc.poll() is not None:
-            log = (base / "logs" / "milvus-stdout.log").read_text(errors="replace")
-            errors = [line[:300] for line in log.splitlines() if "[ERROR]" in line]
-            pytest.fail(
-                f"the Milvus server exited ({server.server_proc.returncode}); "
-                f"first errors: {errors[:3]}; logs in {base / 'logs'}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if b"OK" in response.read():
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"the Milvus server did not become healthy in {START_TIMEOUT} s")
-
-
-def _hamming(queries, database):
-    """[q, n] Hamming distances, XOR and bit count (independent of the index)."""
-    return np.unpackbits(queries[:, None, :] ^ database[None, :, :], axis=2).sum(
-        axis=2, dtype=np.int64
-    )
-
-
-def _brute(queries, database, ids):
-    """Per query: every (distance, id), by distance then id."""
-    out = []
-    for row in _hamming(queries, database):
-        order = np.lexsort((ids, row))
-        out.append((row[order], ids[order]))
-    return out
 
 
 def _clustered(rng, n, centres):
@@ -175,7 +90,7 @@ def ivf(server_uri, data):
 
 
 def _assert_exact(index, queries, database, ids, k, radius):
-    want = _brute(queries, database, ids)
+    want = reference.ranking(database, ids, queries)
     distances, found = index.search(queries, k)
     assert distances.dtype == np.int32 and found.dtype == np.int64
     result = index.range_search(queries, radius)
@@ -217,12 +132,12 @@ def test_ivf_with_one_list_probed_misses_but_distances_are_true(ivf, data):
         result = ivf.range_search(queries, radius=14)
     finally:
         ivf.nprobe = NLIST
-    want = _brute(queries, codes, ids)
+    want = reference.ranking(codes, ids, queries)
     position = {int(i): p for p, i in enumerate(ids)}
 
     def true_distances(row, some_ids):
         rows = [position[int(i)] for i in some_ids]
-        return _hamming(queries[row : row + 1], codes[rows])[0]
+        return reference.hamming(queries[row : row + 1], codes[rows])[0]
 
     recall = []
     for row, (want_d, want_i) in enumerate(want):
