@@ -377,8 +377,11 @@ class TestUsersImages:
 
     def test_bad_image_size_is_named(self, tmp_path):
         write_image(str(tmp_path / "a" / "0.png"), solid(1, (4, 4)))
-        for bad in ((4,), (0, 4), "big", (4, 4, 3)):
+        for bad in ((4,), (0, 4), (4, 4, 3)):
             with pytest.raises(ValueError, match="image_size must be"):
+                datasets.load_image_folder(str(tmp_path), image_size=bad)
+        for bad in ("big", True, 2.5, (4, 4.0), (True, 4)):
+            with pytest.raises(TypeError, match="image_size must be"):
                 datasets.load_image_folder(str(tmp_path), image_size=bad)
 
     def test_unreadable_image_is_named(self, tmp_path):
@@ -386,7 +389,7 @@ class TestUsersImages:
 
         write_image(str(tmp_path / "a" / "0.png"), solid(1, (4, 4)))
         (tmp_path / "a" / "1.png").write_text("not an image")
-        with pytest.raises(ValueError, match=r"Cannot read image file .*1\.png"):
+        with pytest.raises(ValueError, match=r"Cannot read image .*1\.png"):
             datasets.load_image_folder(str(tmp_path))
         files = datasets.list_image_folder(str(tmp_path))
         stream = datasets.image_files_dataset(files, (4, 4), batch_size=2)
