@@ -94,6 +94,7 @@ def run(name, n_queries, n_database, top_k, bits, seed, repeat):
         query_labels=query_labels,
         database_codes=database_codes,
         database_labels=database_labels,
+        bits=bits,
     )
     ours, fast = None, float("inf")
     for _ in range(repeat):

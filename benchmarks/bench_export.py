@@ -99,6 +99,7 @@ def retrieval_map(codes, labels) -> float:
         query_labels=labels[queries],
         database_codes=codes[database],
         database_labels=labels[database],
+        bits=codes.shape[1] * 8,  # the exporters' packed output
     )
 
 

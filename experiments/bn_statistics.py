@@ -43,6 +43,7 @@ def score(model, data):
         query_labels=y_q,
         database_codes=model.encode(x_db),
         database_labels=y_db,
+        bits=model.bits,
     )
 
 

@@ -73,10 +73,10 @@ def cached_features(model, images, split, cache):
 
 def evaluate(hash_layer, features, labels, split, top_k):
     """mAP@top_k and radius-2 figures of the hash layer's codes of the features."""
-    problem = {}
+    problem = {"bits": hash_layer.bits}
     for part, index in (("query", split.query), ("database", split.database)):
         logits = hash_layer.logits(features[part]).numpy()
-        problem[f"{part}_codes"] = keras_hash.pack_codes(logits)
+        problem[f"{part}_codes"] = keras_hash.pack_codes(logits, "logits")
         problem[f"{part}_labels"] = labels[index]
     evaluator = keras_hash.RetrievalEvaluator(**problem)
     radius = evaluator.precision_at_radius(2)

@@ -109,6 +109,7 @@ def main(argv=None):
             query_labels=y_q,
             database_codes=model.encode(x_db),
             database_labels=y_db,
+            bits=model.bits,
         )
         seconds = time.perf_counter() - start
         print(

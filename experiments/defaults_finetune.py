@@ -85,6 +85,7 @@ def fine_tune(weights, method, variant, data, *, epochs, learning_rate, seed):
         query_labels=y_q,
         database_codes=model.encode(x_db),
         database_labels=y_db,
+        bits=model.bits,
     )
     return float(value), time.perf_counter() - start
 

@@ -154,6 +154,7 @@ def run_cell(
         query_labels=y_q,
         database_codes=model.encode(x_db),
         database_labels=y_db,
+        bits=model.bits,
     )
     return float(value), time.perf_counter() - start
 

@@ -124,10 +124,11 @@ def compare_rankings(represent, images, labels, split, train_rep, query_rep):
     query_y, database_y = labels[split.query], labels[split.database]
     top_k = cifar.MAP_TOP_K[FLAGS.protocol]
     codes = keras_hash.metrics.mean_average_precision(
-        query_codes=keras_hash.pack_codes(query_rep["logits"]),
+        query_codes=keras_hash.pack_codes(query_rep["logits"], "logits"),
         query_labels=query_y,
-        database_codes=keras_hash.pack_codes(database_rep["logits"]),
+        database_codes=keras_hash.pack_codes(database_rep["logits"], "logits"),
         database_labels=database_y,
+        bits=query_rep["logits"].shape[1],
         top_k=top_k,
     )
     print(f"mAP of the binary codes (Hamming): {codes:.4f}", flush=True)

@@ -24,7 +24,7 @@ def simulated_map(rng, queries, database, query_acc, database_acc, top_k, bits=4
         labels = rng.integers(0, 10, count)
         wrong = rng.random(count) > accuracy
         predicted = np.where(wrong, (labels + rng.integers(1, 10, count)) % 10, labels)
-        return pack_codes(centres[predicted]), labels
+        return pack_codes(centres[predicted], "signs"), labels
 
     query_codes, query_labels = codes_and_labels(queries, query_acc)
     database_codes, database_labels = codes_and_labels(database, database_acc)
@@ -33,6 +33,7 @@ def simulated_map(rng, queries, database, query_acc, database_acc, top_k, bits=4
         query_labels=query_labels,
         database_codes=database_codes,
         database_labels=database_labels,
+        bits=bits,
         top_k=top_k,
     )
 

@@ -94,7 +94,8 @@ def main(argv):
     def report(name, hash_layer):
         for part in ("query", "database"):
             z = hash_layer.logits(features[part]).numpy()
-            problem[f"{part}_codes"] = keras_hash.pack_codes(z)
+            problem[f"{part}_codes"] = keras_hash.pack_codes(z, "logits")
+            problem["bits"] = z.shape[1]
         value = evaluation.mean_average_precision(**problem, top_k=top_k)
         first = evaluation.precision_at_n(**problem, n=1)
         print(f"{name}: mAP {value:.4f}, precision@1 {first:.4f}", flush=True)

@@ -94,11 +94,12 @@ def main(argv):
     def codes(name, mix):
         weights = np.asarray(MIXES[mix], np.float32)[None, :, None]
         mixed = (features[name] * weights).sum(1)
-        return keras_hash.pack_codes(model.hash_layer.logits(mixed).numpy())
+        return keras_hash.pack_codes(model.hash_layer.logits(mixed).numpy(), "logits")
 
     problem = {
         "query_labels": labels[split.query],
         "database_labels": labels[split.database],
+        "bits": model.bits,
     }
     top_k = cifar.MAP_TOP_K[FLAGS.protocol]
     for mix in MIXES:

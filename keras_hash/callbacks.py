@@ -11,6 +11,7 @@ import numpy as np
 
 from keras_hash.distribute import check_same_on_workers, is_chief
 from keras_hash.files import write_atomic
+from keras_hash.labels import check_labels
 
 BACKUP_WEIGHTS = "backup.weights.h5"
 BACKUP_INFO = "backup.json"
@@ -164,8 +165,12 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         super().__init__()
         if int(every) < 1:
             raise ValueError(f"every must be >= 1, got {every}")
-        self.query = (np.asarray(query[0]), np.asarray(query[1]))
-        self.database = (np.asarray(database[0]), np.asarray(database[1]))
+        # Labels follow keras_hash.labels: [N, 1] (keras.datasets) are class ids.
+        self.query = (np.asarray(query[0]), check_labels(query[1], name="query labels"))
+        self.database = (
+            np.asarray(database[0]),
+            check_labels(database[1], name="database labels"),
+        )
         self.every = int(every)
         self.top_k = top_k
         self.batch_size = int(batch_size)
@@ -189,5 +194,6 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             query_labels=self.query[1],
             database_codes=self.model.encode(self.database[0], self.batch_size),
             database_labels=self.database[1],
+            bits=self.model.bits,
             top_k=self.top_k,
         )

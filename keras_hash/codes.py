@@ -23,7 +23,7 @@ import numpy as np
 import keras_hash
 
 z = np.array([[0.3, -1.2, 0.0, -0.1, 2.0, 1.0, -3.0, 0.5]])
-packed = keras_hash.pack_codes(z)          # array([[0b10101101]], dtype=uint8)
+packed = keras_hash.pack_codes(z, "logits")  # array([[0b10101101]], dtype=uint8)
 keras_hash.unpack_codes(packed, bits=8)    # [[1, -1, 1, -1, 1, 1, -1, 1]]
 keras_hash.hamming_distance(packed, packed)  # [[0]]
 ```
@@ -55,32 +55,99 @@ def check_bits(bits, *, packed: bool = True) -> int:
     return int(bits)
 
 
-def binarize(x) -> np.ndarray:
-    """Turns codes into {0, 1} bits (uint8), same shape.
+#: The conventions :func:`pack_codes` reads, with the threshold each uses.
+CONVENTIONS = ("signs", "bits", "logits", "probabilities")
+_THRESHOLDS = {"logits": 0.0, "probabilities": 0.5}
 
-    Accepts ``{0, 1}`` bits (bool or numeric), ``±1`` codes, or real-valued
-    network outputs, where ``x >= 0`` becomes bit 1. An array holding only
-    0 and 1 is read as bits; one holding only -1 and +1 as signs.
+
+def binarize(x, convention: str, *, threshold: float | None = None) -> np.ndarray:
+    """Turns codes into {0, 1} bits (uint8, same shape) by a stated convention.
+
+    - ``"signs"``: ``±1`` codes; every value must be -1 or +1.
+    - ``"bits"``: ``{0, 1}`` bits (bool or numeric); every value 0 or 1.
+    - ``"logits"``: real values (logits, pre-activations ``z``, ``tanh``
+      outputs); bit 1 where ``x >= threshold`` (default 0, so
+      ``sign(0) = +1``). Needs a signed dtype.
+    - ``"probabilities"``: values in ``[0, 1]``; bit 1 where
+      ``x >= threshold`` (default 0.5).
+
+    Nothing is guessed from the values: a value the convention cannot read
+    (a 0 among signs, a 0.5 among bits, a negative probability, NaN or
+    infinity) raises ``ValueError`` naming it.
     """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     x = np.asarray(x)
-    if x.dtype == bool:
-        return x.astype(np.uint8)
-    if not (np.issubdtype(x.dtype, np.number)):
+    if x.dtype != bool and not np.issubdtype(x.dtype, np.number):
         raise TypeError(f"codes must be numeric or bool, got dtype {x.dtype}")
-    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
-        raise ValueError("codes contain NaN or infinite values")
-    values = np.unique(x) if x.size else np.array([], x.dtype)
-    if np.all(np.isin(values, (0, 1))):
+    if np.iscomplexobj(x):
+        raise TypeError(f"codes must be real, got dtype {x.dtype}")
+    if threshold is not None and convention not in _THRESHOLDS:
+        raise ValueError(
+            f"threshold applies to 'logits' and 'probabilities', not {convention!r}"
+        )
+    if convention == "bits":
+        _check_values(x, (0, 1), convention)
         return x.astype(np.uint8)
-    return (x >= 0).astype(np.uint8)
+    if x.dtype == bool or np.issubdtype(x.dtype, np.unsignedinteger):
+        raise TypeError(
+            f"{x.dtype} codes hold no sign: pass 0/1 bits with "
+            f"convention='bits', not {convention!r}"
+        )
+    if convention == "signs":
+        _check_values(x, (-1, 1), convention)
+        return (x > 0).astype(np.uint8)
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+        bad = x[~np.isfinite(x)][0]
+        raise ValueError(f"codes contain non-finite values ({bad}): NaN or inf")
+    if threshold is None:
+        threshold = _THRESHOLDS[convention]
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold!r}")
+    if convention == "probabilities":
+        outside = (x < 0) | (x > 1)
+        if np.any(outside):
+            raise ValueError(
+                f"probabilities must lie in [0, 1], found {x[outside][0]}; "
+                "pass real-valued outputs with convention='logits'"
+            )
+    return (x >= threshold).astype(np.uint8)
 
 
-def pack_codes(x) -> np.ndarray:
+def _check_values(x: np.ndarray, allowed, convention: str) -> None:
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+        raise ValueError(f"{convention} contain NaN or infinite values")
+    bad = ~np.isin(x, allowed)
+    if np.any(bad):
+        shown = ", ".join(str(v) for v in np.unique(x[bad])[:4])
+        raise ValueError(
+            f"convention={convention!r} reads only {allowed[0]} and {allowed[1]}, "
+            f"found {shown}; real-valued outputs take convention='logits' "
+            "(x >= 0 is bit 1), probabilities convention='probabilities'"
+        )
+
+
+def pack_codes(
+    x, convention: str, *, threshold: float | None = None, bits: int | None = None
+) -> np.ndarray:
     """Packs codes ``[N, K]`` into bytes ``[N, K // 8]`` (uint8).
 
+    The caller says how to read ``x`` (:func:`binarize`): ``"signs"``
+    (``±1``), ``"bits"`` (0/1), ``"logits"`` (real values, ``x >= threshold``
+    is bit 1, threshold 0 by default so ``sign(0) = +1``) or
+    ``"probabilities"`` (in ``[0, 1]``, ``p >= threshold``, 0.5 by default).
+
+    ```python
+    pack_codes(model.hash_layer.logits(x), "logits")
+    pack_codes(np.array([[1, -1, 1, 1, -1, -1, 1, 1]]), "signs")  # [[0b10110011]]
+    ```
+
     Args:
-        x: ``±1`` codes, ``{0, 1}`` bits or real-valued outputs (``>= 0`` is
-            bit 1), shape ``[N, K]`` with K a multiple of 8.
+        x: codes ``[N, K]``, K a multiple of 8.
+        convention: ``"signs"``, ``"bits"``, ``"logits"`` or
+            ``"probabilities"``.
+        threshold: the cut of ``"logits"`` and ``"probabilities"``.
+        bits: the expected K, checked against ``x.shape[1]`` if given.
 
     Returns:
         uint8 array ``[N, K // 8]`` in the bit order of ``numpy.packbits``.
@@ -89,7 +156,9 @@ def pack_codes(x) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"codes must have shape [N, bits], got shape {x.shape}")
     check_bits(x.shape[1])
-    return np.packbits(binarize(x), axis=-1)
+    if bits is not None and x.shape[1] != check_bits(bits):
+        raise ValueError(f"codes have {x.shape[1]} bits per row, expected {bits}")
+    return np.packbits(binarize(x, convention, threshold=threshold), axis=-1)
 
 
 def unpack_codes(packed, bits: int) -> np.ndarray:
@@ -124,6 +193,43 @@ def check_packed(codes, *, bits: int | None = None, name: str = "codes"):
                 f"take {bits // 8} bytes"
             )
     return np.ascontiguousarray(codes)
+
+
+def check_codes(codes, *, bits: int, name: str = "codes", assume_packed=False):
+    """Validates packed codes whose width the caller states: one clear rule.
+
+    ``codes`` must be uint8 ``[N, bits // 8]`` (:func:`check_packed`). And
+    since an unpacked array cast to uint8 also fits that description when
+    ``bits`` is misstated, an array whose every byte is 0 or 1, or every byte
+    1 or 255 (0/1 bits and ``±1`` signs as uint8), with at least one byte
+    equal to 1, is refused unless ``assume_packed=True`` says its bytes
+    really are packed codes. (Among random packed codes each byte is 0 or 1
+    with probability 1/128; an all-0 or all-255 array, the codes of a
+    collapsed model, passes.)
+
+    ```python
+    check_codes(np.packbits(bits01, axis=1), bits=64)   # fine
+    check_codes(bits01.astype(np.uint8), bits=512)       # ValueError: unpacked
+    ```
+
+    Returns the array (C-contiguous).
+    """
+    codes = check_packed(codes, bits=check_bits(bits), name=name)
+    if not assume_packed and codes.size and _looks_unpacked(codes):
+        raise ValueError(
+            f"every byte of {name} is 0 or 1 (or 1 or 255): these look like "
+            f"unpacked bits or ±1 signs [N, K], not packed {bits}-bit codes. "
+            "Pack them with keras_hash.pack_codes(x, convention), or pass "
+            "assume_packed=True if these bytes really are packed codes"
+        )
+    return codes
+
+
+def _looks_unpacked(codes: np.ndarray) -> bool:
+    has_one = bool(np.any(codes == 1))
+    if not has_one:
+        return False
+    return bool(np.all(codes <= 1) or np.all((codes == 1) | (codes == 255)))
 
 
 def as_words(codes: np.ndarray) -> np.ndarray:

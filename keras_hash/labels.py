@@ -2,10 +2,13 @@
 
 **Labels** are either integer class ids ``[N]`` (single-label data such as
 CIFAR-10) or multi-hot rows ``[N, C]`` (multi-label data such as NUS-WIDE)
-whose values are 0 and 1 only (bool or numeric). Anything else in a
-multi-hot row is an error, not a guess: ``±1`` attribute labels (CelebA
-style) must be converted first (``labels > 0``), since reading ``-1`` as "has
-the label" or as "lacks it" silently changes every metric.
+whose values are 0 and 1 only (bool or numeric). A column ``[N, 1]`` (what
+``keras.datasets`` returns) is class ids, everywhere: the losses, the
+metrics and the callbacks all read it through this module, never as
+one-class multi-hot rows (which would make two items of class 0 unrelated).
+Anything else in a multi-hot row is an error, not a guess: ``±1`` attribute
+labels (CelebA style) must be converted first (``labels > 0``), since reading
+``-1`` as "has the label" or as "lacks it" silently changes every metric.
 
 **Relevance** (``s_ij`` of the losses, "relevant" of the retrieval metrics):
 items ``i`` and ``j`` are relevant to each other when they share at least one
@@ -46,8 +49,9 @@ def check_labels(labels, *, count: int | None = None, name: str = "labels"):
     """Validates numpy labels and returns them as an array.
 
     Args:
-        labels: int class ids ``[N]`` or multi-hot ``[N, C]`` holding only
-            0 and 1 (bool or numeric).
+        labels: int class ids ``[N]`` (or ``[N, 1]``, returned as ``[N]``)
+            or multi-hot ``[N, C]``, ``C >= 2``, holding only 0 and 1 (bool
+            or numeric).
         count: the number of rows required (e.g. the number of codes), or
             None.
         name: the argument's name, for error messages.
@@ -60,6 +64,8 @@ def check_labels(labels, *, count: int | None = None, name: str = "labels"):
     labels = np.asarray(labels)
     if labels.ndim not in (1, 2):
         raise ValueError(f"{name} must be {_KINDS}, got shape {labels.shape}")
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]  # [N, 1]: class ids, as keras.datasets gives them
     if count is not None and len(labels) != count:
         raise ValueError(f"{name} has {len(labels)} rows but there are {count} codes")
     if labels.dtype == bool:
@@ -139,6 +145,19 @@ class Relevance:
         return shared
 
 
+def as_label_tensor(labels, name: str = "labels"):
+    """Checks tensor labels and returns them with ``[B, 1]`` as ids ``[B]``.
+
+    The tensor counterpart of :func:`check_labels`: a ``[B, 1]`` column
+    (Keras passes ``y_true`` of ``keras.datasets`` labels so) is class ids.
+    """
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == 2 and labels.shape[-1] == 1:
+        labels = ops.squeeze(labels, axis=-1)
+    check_label_tensor(labels, name)
+    return labels
+
+
 def check_label_tensor(labels, name: str = "labels") -> int:
     """Checks tensor labels (``keras.ops``); returns their rank, 1 or 2.
 
@@ -189,14 +208,17 @@ def pairwise_similarity(labels, ref_labels=None):
     """Returns ``s_ij`` (float32 ``[B, M]``): 1 where a label is shared.
 
     Args:
-        labels: class ids ``[B]`` or 0/1 multi-hot rows ``[B, C]``.
+        labels: class ids ``[B]`` or ``[B, 1]``, or 0/1 multi-hot rows
+            ``[B, C]``.
         ref_labels: the column items, same kind as ``labels``. Defaults to
             ``labels`` (all pairs within the batch).
     """
-    if ref_labels is None:
-        ref_labels = labels
-    rank = check_label_tensor(labels)
-    if check_label_tensor(ref_labels, "ref_labels") != rank:
+    labels = as_label_tensor(labels)
+    ref_labels = (
+        labels if ref_labels is None else as_label_tensor(ref_labels, "ref_labels")
+    )
+    rank = len(labels.shape)
+    if len(ref_labels.shape) != rank:
         raise ValueError(
             "labels and ref_labels must be the same kind (ids or multi-hot), got "
             f"shapes {tuple(labels.shape)} and {tuple(ref_labels.shape)}"

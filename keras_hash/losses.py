@@ -40,7 +40,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_hash.codes import check_bits
-from keras_hash.labels import check_label_tensor, pairwise_similarity
+from keras_hash.labels import as_label_tensor, pairwise_similarity
 
 
 def _identity(value):
@@ -363,8 +363,7 @@ def csq_loss(labels, codes, centers, *, quantization_weight=1e-4, tie_break=None
             is 0.
     """
     codes = ops.cast(ops.convert_to_tensor(codes), "float32")
-    labels = ops.convert_to_tensor(labels)
-    check_label_tensor(labels)
+    labels = as_label_tensor(labels)
     targets = _targets(labels, centers, tie_break)
     agreement = ops.clip((1.0 + targets * codes) / 2.0, 1e-7, 1.0)
     central = ops.mean(-ops.log(agreement), axis=-1)
@@ -454,10 +453,7 @@ def _check_inputs(y_true, y_pred, loss_name):
             f"{loss_name} expects codes of shape [batch, bits], "
             f"got shape {tuple(y_pred.shape)}"
         )
-    labels = y_true
-    if len(labels.shape) == 2 and labels.shape[-1] == 1:
-        labels = ops.squeeze(labels, axis=-1)
-    check_label_tensor(labels)
+    labels = as_label_tensor(y_true)
     rows, n = labels.shape[0], y_pred.shape[0]
     if rows is not None and n is not None and rows != n:
         raise ValueError(f"{loss_name}: {rows} labels for {n} codes")

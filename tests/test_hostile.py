@@ -69,23 +69,47 @@ def reference_distances(a, b):
 # codes: pack, unpack, Hamming distance
 
 
+def readable(x, convention):
+    """Whether pack_codes can read x under the stated convention."""
+    if x.ndim != 2 or x.shape[1] == 0 or x.shape[1] % 8:
+        return False
+    if convention == "bits":
+        return bool(np.isin(x, (0, 1)).all())
+    if x.dtype.kind in "ub":  # unsigned: no sign to read
+        return False
+    if convention == "signs":
+        return bool(np.isin(x, (-1, 1)).all())
+    finite = x.dtype.kind != "f" or bool(np.isfinite(x).all())
+    if convention == "probabilities":
+        return finite and bool(((x >= 0) & (x <= 1)).all())
+    return finite
+
+
+REFERENCE_BITS = {
+    "signs": lambda x: x > 0,
+    "bits": lambda x: x == 1,
+    "logits": lambda x: x >= 0,
+    "probabilities": lambda x: x >= 0.5,
+}
+
+
 @bounded(80)
 @given(
     hnp.arrays(
         DTYPES,
         hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=17),
         elements={"allow_nan": True, "allow_infinity": True},
-    )
+    ),
+    st.sampled_from(sorted(REFERENCE_BITS)),
 )
-def test_pack_codes_packs_the_reference_bits_or_refuses(x):
+def test_pack_codes_packs_the_reference_bits_or_refuses(x, convention):
     try:
-        packed = keras_hash.pack_codes(x)
+        packed = keras_hash.pack_codes(x, convention)
     except REFUSED:
-        finite = x.dtype.kind != "f" or np.isfinite(x).all()
-        assert x.ndim != 2 or x.shape[1] % 8 or x.shape[1] == 0 or not finite
+        assert not readable(x, convention)
         return
-    assert x.ndim == 2 and x.shape[1] % 8 == 0 and np.isfinite(x).all()
-    bits = x if np.isin(x, (0, 1)).all() else x >= 0
+    assert readable(x, convention)
+    bits = REFERENCE_BITS[convention](x)
     np.testing.assert_array_equal(packed, np.packbits(bits.astype(bool), axis=1))
     unpacked = keras_hash.unpack_codes(packed, x.shape[1])
     np.testing.assert_array_equal(unpacked, np.where(bits, 1, -1))
@@ -118,7 +142,7 @@ def test_random_bytes_as_codes(data, bits):
     rows = len(data) // width
     packed = np.frombuffer(data[: rows * width], np.uint8).reshape(rows, width)
     unpacked = keras_hash.unpack_codes(packed, bits)
-    np.testing.assert_array_equal(keras_hash.pack_codes(unpacked), packed)
+    np.testing.assert_array_equal(keras_hash.pack_codes(unpacked, "signs"), packed)
     if rows:
         np.testing.assert_array_equal(
             keras_hash.hamming_distance(packed, packed),
@@ -260,6 +284,8 @@ def test_metrics_are_the_reference_or_refused(labels, queries):
         query_labels=labels[:queries],
         database_codes=codes,
         database_labels=labels,
+        bits=8,
+        assume_packed=True,  # random single bytes may all be 0 or 1
     )
     valid = labels.dtype == bool or (
         np.issubdtype(labels.dtype, np.integer)

@@ -155,3 +155,29 @@ class TestRelevance:
         full = reference_similarity(q, db) > 0
         want = np.take_along_axis(full, positions, axis=1)
         np.testing.assert_array_equal(Relevance(db).pairs(q, positions), want)
+
+
+class TestColumnOfClassIds:
+    """[N, 1] (what keras.datasets returns) is class ids everywhere.
+
+    Before, the metrics read it as one-class multi-hot rows: two items of
+    class 0 shared no label, and binary labels lost mAP silently.
+    """
+
+    def test_check_labels_reads_a_column_as_ids(self):
+        column = np.array([[3], [0], [3]])
+        got = check_labels(column, count=3)
+        assert got.shape == (3,)
+        relevant = Relevance(got)(np.array([0]))
+        np.testing.assert_array_equal(relevant, [[False, True, False]])
+
+    def test_similarity_of_a_column_is_that_of_ids(self):
+        rng = np.random.default_rng(6)
+        a, b = rng.integers(0, 2, 9), rng.integers(0, 2, 7)
+        expected = reference_similarity(a, b)
+        got = pairwise_similarity(a[:, None], b[:, None])
+        np.testing.assert_array_equal(got, expected)
+        assert ((a[:, None] == 0) & (b[None, :] == 0)).any()  # class-0 pairs exist
+        np.testing.assert_array_equal(
+            pairwise_similarity(a[:, None]), reference_similarity(a, a)
+        )

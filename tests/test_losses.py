@@ -173,6 +173,30 @@ def test_labels_of_shape_batch_by_one_are_class_ids():
     assert flat == pytest.approx(column, rel=1e-7)
 
 
+@pytest.mark.parametrize(
+    "function",
+    [losses.hashnet_loss, losses.dhn_loss, losses.dch_loss, losses.dpsh_loss],
+)
+def test_functional_losses_read_a_label_column_as_class_ids(function):
+    # Before, the functions (unlike the Loss classes) read [B, 1] as one-class
+    # multi-hot rows: two items of class 0 were dissimilar.
+    labels, codes = random_case(11, classes=2)
+    assert (labels == 0).sum() >= 2
+    flat = keras.ops.convert_to_numpy(function(labels, codes))
+    column = keras.ops.convert_to_numpy(function(labels[:, None], codes))
+    np.testing.assert_allclose(column, flat, rtol=1e-6)
+
+
+def test_csq_loss_reads_a_label_column_as_class_ids():
+    labels, codes = random_case(12, classes=3)
+    centers = losses.hash_centers(3, 16)
+    flat = keras.ops.convert_to_numpy(losses.csq_loss(labels, codes, centers))
+    column = keras.ops.convert_to_numpy(
+        losses.csq_loss(labels[:, None], codes, centers)
+    )
+    np.testing.assert_allclose(column, flat, rtol=1e-6)
+
+
 @pytest.mark.parametrize("loss_cls", [keras_hash.HashNetLoss, keras_hash.DHNLoss])
 @pytest.mark.parametrize("n", [0, 1])
 def test_empty_and_single_row_batches_are_not_nan(loss_cls, n):

@@ -398,5 +398,6 @@ def test_defaults_hash_digits(cls, kwargs, digits):
         query_labels=y_q,
         database_labels=y_db,
         database_codes=model.encode(x_db),
+        bits=32,
     )
     assert evaluator.map() >= 0.9, evaluator.map()

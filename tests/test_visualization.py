@@ -148,9 +148,9 @@ def search_problem(multi_hot):
         labels = np.stack([np.ones(12, np.int32), labels, labels], 1)
         query_labels = np.array([[0, 1, 0]])
     return (
-        pack_codes(np.zeros((1, bits), np.uint8)),
+        pack_codes(np.zeros((1, bits), np.uint8), "bits"),
         query_labels,
-        pack_codes(database),
+        pack_codes(database, "bits"),
         labels,
     )
 

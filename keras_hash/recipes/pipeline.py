@@ -298,6 +298,7 @@ def evaluate(model, images, labels, split, top_k) -> dict:
         query_labels=labels[split.query],
         database_codes=codes["database"],
         database_labels=labels[split.database],
+        bits=model.bits,
     )
     radius = evaluator.precision_at_radius(2)
     ns = [n for n in reports.PRECISION_NS if n <= len(split.database)]

@@ -1,4 +1,4 @@
-"""Tests for keras_hash.metrics against plain brute-force references."""
+"""Tests for keras_hash.metrics (evaluator, functions, ranking) against brute force."""
 
 import itertools
 
@@ -6,22 +6,14 @@ import numpy as np
 import pytest
 
 from keras_hash import metrics as evaluation
+from keras_hash.metrics import evaluator as evaluator_module
+from tests import reference
 
 pytestmark = pytest.mark.numpy_only  # no Keras session to reset
 
 
 # ---------------------------------------------------------------------------
-# reference: float inner products, a stable argsort and a loop per query
-
-
-def _signs(packed, bits):
-    return np.unpackbits(packed, axis=1, count=bits).astype(np.float64) * 2 - 1
-
-
-def _ref_distances(query_codes, database_codes):
-    bits = query_codes.shape[1] * 8
-    inner = _signs(query_codes, bits) @ _signs(database_codes, bits).T
-    return (bits - inner) / 2
+# reference: tests/reference.py distances, a stable argsort and a loop per query
 
 
 def _ref_relevance(query_labels, database_labels):
@@ -41,10 +33,10 @@ def _ref_ap(ranked_relevance, top_k):
 
 
 def _ref_rankings(
-    query_codes, query_labels, database_codes, database_labels, order=None
+    query_codes, query_labels, database_codes, database_labels, order=None, **_
 ):
     """Per query: relevance in ranked order, ties broken by `order` rank."""
-    dist = _ref_distances(query_codes, database_codes)
+    dist = reference.hamming(query_codes, database_codes)
     rel = _ref_relevance(query_labels, database_labels)
     tie_order = np.arange(dist.shape[1]) if order is None else np.asarray(order)
     out = []
@@ -76,6 +68,7 @@ def _random_problem(seed, nq=30, n=400, bits=8, classes=5, multi_hot=False):
         "query_labels": labels[:nq],
         "database_codes": codes[nq:],
         "database_labels": labels[nq:],
+        "bits": bits,
     }
 
 
@@ -92,6 +85,7 @@ def worked_example():
         "query_labels": np.array([0, 2, 3]),
         "database_codes": _pad_4_bits(["1111", "111-", "111-", "--11", "----", "1---"]),
         "database_labels": np.array([0, 1, 0, 2, 1, 2]),
+        "bits": 8,
     }
 
 
@@ -131,7 +125,7 @@ class TestIndexTies:
         assert got == pytest.approx(_ref_map(data, top_k), abs=1e-12)
 
     def test_many_chunks(self, monkeypatch):
-        monkeypatch.setattr(evaluation, "_CHUNK_PAIRS", 1000)
+        monkeypatch.setattr(evaluator_module, "_CHUNK_PAIRS", 1000)
         data = _random_problem(4, nq=23, n=300)
         for top_k in (None, 50):
             got = evaluation.mean_average_precision(**data, top_k=top_k)
@@ -144,6 +138,7 @@ class TestIndexTies:
             "query_labels": np.array([1]),
             "database_codes": np.zeros((4, 1), np.uint8),
             "database_labels": np.array([0, 0, 0, 1]),
+            "bits": 8,
         }
         assert evaluation.mean_average_precision(**data) == pytest.approx(0.25)
         data["database_labels"] = np.array([1, 0, 0, 0])
@@ -193,6 +188,7 @@ class TestExpectedTies:
             "query_labels": np.array([0, 1, 0, 1]),
             "database_codes": database_codes,
             "database_labels": rng.integers(0, 2, size=6),
+            "bits": 8,
         }
         got = evaluation.mean_average_precision(**data, top_k=top_k, ties="expected")
         assert got == pytest.approx(self._exhaustive(data, top_k), abs=1e-12)
@@ -203,6 +199,7 @@ class TestExpectedTies:
             "query_labels": np.array([1]),
             "database_codes": np.array([[0], [1], [1], [1], [1], [3], [3]], np.uint8),
             "database_labels": np.array([0, 1, 0, 1, 0, 1, 1]),
+            "bits": 8,
         }
         for top_k in range(1, 8):
             got = evaluation.mean_average_precision(
@@ -216,6 +213,7 @@ class TestExpectedTies:
             "query_labels": np.array([1, 5]),
             "database_codes": np.zeros((4, 1), np.uint8),
             "database_labels": np.array([0, 0, 0, 1]),
+            "bits": 8,
         }
         # Query 0: the relevant item is in the top 2 half the time, AP 1 or 1/2.
         ap, possible = evaluation.average_precisions(**data, top_k=2, ties="expected")
@@ -251,6 +249,7 @@ class TestExpectedTies:
             "query_labels": np.array([1]),
             "database_codes": np.packbits(bits, axis=1),
             "database_labels": rng.integers(0, 2, size=17),
+            "bits": 16,
         }
         for top_k in (None, 7):
             a = evaluation.mean_average_precision(**data, top_k=top_k)
@@ -274,7 +273,7 @@ class TestExpectedTies:
 
 
 def _ref_radius(data, radius):
-    dist = _ref_distances(data["query_codes"], data["database_codes"])
+    dist = reference.hamming(data["query_codes"], data["database_codes"])
     rel = _ref_relevance(data["query_labels"], data["database_labels"])
     precision, recall, empty = [], [], []
     for d, r in zip(dist, rel, strict=True):
@@ -337,6 +336,8 @@ class TestPrecisionAtN:
             "query_labels": np.array([1, 0]),
             "database_codes": np.array([[0], [1], [1], [1], [3], [3]], np.uint8),
             "database_labels": np.array([0, 1, 0, 1, 1, 0]),
+            "bits": 8,
+            "assume_packed": True,  # every query byte is 0 or 1
         }
         for n in range(1, 7):
             values = [
@@ -358,8 +359,23 @@ class TestBadInput:
 
     def test_widths_disagree(self, data):
         data["database_codes"] = np.zeros((20, 4), np.uint8)
-        with pytest.raises(ValueError, match="2 bytes wide, database_codes 4"):
+        with pytest.raises(ValueError, match="database_codes are 4 bytes wide but 16"):
             evaluation.mean_average_precision(**data)
+
+    def test_unpacked_codes_are_refused(self, data):
+        # An unpacked 0/1 [N, K] array passed as packed 8K-bit codes: before,
+        # mAP looked plausible while precision within a radius was wrong.
+        rng = np.random.default_rng(0)
+        for name, n in (("query_codes", 4), ("database_codes", 20)):
+            unpacked = dict(data, bits=128)
+            for other, m in (("query_codes", 4), ("database_codes", 20)):
+                unpacked[other] = rng.integers(0, 256, (m, 16), dtype=np.uint8)
+            unpacked[name] = rng.integers(0, 2, size=(n, 16)).astype(np.uint8)
+            with pytest.raises(
+                ValueError, match=f"{name} is 0 or 1.*look like unpacked"
+            ):
+                evaluation.precision_at_radius(**unpacked)
+            evaluation.precision_at_radius(**unpacked, assume_packed=True)
 
     def test_dtype(self, data):
         data["query_codes"] = data["query_codes"].astype(np.int32)
@@ -369,7 +385,7 @@ class TestBadInput:
     def test_empty_database(self, data):
         data["database_codes"] = data["database_codes"][:0]
         data["database_labels"] = data["database_labels"][:0]
-        with pytest.raises(ValueError, match="database_codes is empty"):
+        with pytest.raises(ValueError, match="database is empty"):
             evaluation.precision_at_radius(**data)
 
     def test_label_count(self, data):
@@ -498,9 +514,9 @@ class TestEvaluator:
             "map_first": ["map", "p@60", "r2", "map@20", "p@10"],
             "top_k_first": ["map@20", "p@10", "p@60", "map", "r2"],
         }[order]
-        for cache_bytes in (evaluation._CACHE_BYTES, 16):  # 16: nothing fits
-            monkeypatch.setattr(evaluation, "_CACHE_BYTES", cache_bytes)
-            monkeypatch.setattr(evaluation, "_CHUNK_PAIRS", 1000)  # many chunks
+        for cache_bytes in (evaluator_module._CACHE_BYTES, 16):  # 16: nothing fits
+            monkeypatch.setattr(evaluator_module, "_CACHE_BYTES", cache_bytes)
+            monkeypatch.setattr(evaluator_module, "_CHUNK_PAIRS", 1000)  # many chunks
             ev = _evaluator(data)
             for name in names:
                 assert calls[name](ev) == pytest.approx(want[name], abs=1e-12), name
@@ -508,9 +524,9 @@ class TestEvaluator:
     def test_distances_are_computed_once(self, monkeypatch):
         data = _random_problem(23, bits=16)
         passes = []
-        original = evaluation.hamming_distances
+        original = evaluator_module.hamming_distances
         monkeypatch.setattr(
-            evaluation,
+            evaluator_module,
             "hamming_distances",
             lambda *args: passes.append(1) or original(*args),
         )
@@ -551,13 +567,13 @@ class TestEvaluatorFromIndex:
     def _indexed(self, data, ids, backend="numpy"):
         from keras_hash import HammingIndex
 
-        index = HammingIndex(data["database_codes"].shape[1] * 8, backend=backend)
+        index = HammingIndex(data["bits"], backend=backend)
         half = len(ids) // 2
         index.add(data["database_codes"][:half], ids=ids[:half])
         index.add(data["database_codes"][half:], ids=ids[half:])
         return index
 
-    def test_labels_in_insertion_order_ties_by_id(self):
+    def test_labels_looked_up_by_id_ties_by_id(self):
         data = _random_problem(25, bits=8)
         ids = np.random.default_rng(0).permutation(1000)[:400]  # shuffled ids
         index = self._indexed(data, ids)
@@ -566,6 +582,7 @@ class TestEvaluatorFromIndex:
             query_labels=data["query_labels"],
             database=index,
             database_labels=data["database_labels"],
+            database_ids=ids,
         )
         # Reference: the database laid out by id, so index ties are id ties.
         by_id = np.argsort(ids)
@@ -583,11 +600,9 @@ class TestEvaluatorFromIndex:
         )
         got = ev.precision_at_radius(2)
         assert got.recall == pytest.approx(_ref_radius(data, 2)[1], abs=1e-12)
-        # and the ranking agrees with the index's own search
-        _, found = index.search(data["query_codes"][:1], 10)
-        ranked_rel, _ = _ref_rankings(**sorted_data)[0]
-        want = data["database_labels"][by_id][np.searchsorted(np.sort(ids), found[0])]
-        np.testing.assert_array_equal(want == data["query_labels"][0], ranked_rel[:10])
+        # the same evaluator from arrays with ids: the same values
+        arrays = evaluation.RetrievalEvaluator(**data, database_ids=ids)
+        assert arrays.map(top_k=25) == ev.map(top_k=25)
 
     def test_default_ids_equal_arrays(self):
         data = _random_problem(26, bits=16, multi_hot=True)
@@ -609,28 +624,59 @@ class TestEvaluatorBadInput:
     def data(self):
         return _random_problem(27, nq=4, n=20, bits=16)
 
-    def test_neither_or_both_databases(self, data):
-        from keras_hash import HammingIndex
+    def test_no_database(self, data):
+        data.pop("database_codes")
+        with pytest.raises(ValueError, match="give database_codes"):
+            evaluation.RetrievalEvaluator(**data)
 
-        with pytest.raises(ValueError, match="exactly one of the two"):
-            evaluation.RetrievalEvaluator(
-                query_codes=data["query_codes"],
-                query_labels=data["query_labels"],
-                database_labels=data["database_labels"],
-            )
-        index = HammingIndex(16)
-        index.add(data["database_codes"])
-        with pytest.raises(ValueError, match="exactly one of the two"):
-            evaluation.RetrievalEvaluator(**data, database=index)
+    def test_bits_required(self, data):
+        data.pop("bits")
+        with pytest.raises(TypeError, match="bits is required"):
+            evaluation.RetrievalEvaluator(**data)
+        with pytest.raises(TypeError, match="bits"):
+            evaluation.mean_average_precision(**data)
 
     def test_database_not_an_index(self, data):
-        with pytest.raises(TypeError, match="HammingIndex, got ndarray"):
-            evaluation.RetrievalEvaluator(
-                query_codes=data["query_codes"],
-                query_labels=data["query_labels"],
-                database=data["database_codes"],
-                database_labels=data["database_labels"],
-            )
+        with pytest.raises(TypeError, match="search contract.*got ndarray"):
+            evaluation.RetrievalEvaluator(**data, database=data["database_codes"])
+
+    def test_index_bits_and_size_must_agree(self, data):
+        from keras_hash import HammingIndex
+
+        index = HammingIndex(16)
+        index.add(data["database_codes"][:19])
+        with pytest.raises(ValueError, match="index holds 19 codes but database_codes"):
+            evaluation.RetrievalEvaluator(**data, database=index)
+        with pytest.raises(ValueError, match="bits=32 but the database index holds 16"):
+            evaluation.RetrievalEvaluator(**dict(data, bits=32), database=index)
+
+    def test_ids_of_labels_and_index_differ(self, data):
+        from keras_hash import HammingIndex
+
+        index = HammingIndex(16)
+        index.add(data["database_codes"], ids=np.arange(20) + 100)
+        common = dict(
+            query_codes=data["query_codes"],
+            query_labels=data["query_labels"],
+            database_labels=data["database_labels"],
+            database=index,
+        )
+        with pytest.raises(ValueError, match="database_ids differ from the index"):
+            evaluation.RetrievalEvaluator(**common)
+        ev = evaluation.RetrievalEvaluator(**common, database_ids=np.arange(20) + 100)
+        assert ev.map() == pytest.approx(_ref_map(data), abs=1e-12)
+
+    @pytest.mark.parametrize(
+        "ids, match",
+        [
+            (np.zeros(20, np.int64), "unique"),
+            (np.arange(19), r"integer ids \[20\]"),
+            (np.arange(20.0), r"integer ids \[20\]"),
+        ],
+    )
+    def test_bad_database_ids(self, data, ids, match):
+        with pytest.raises(ValueError, match=match):
+            evaluation.RetrievalEvaluator(**data, database_ids=ids)
 
     def test_index_labels_and_widths(self, data):
         from keras_hash import HammingIndex
@@ -645,15 +691,15 @@ class TestEvaluatorBadInput:
                 database_labels=data["database_labels"][:19],
             )
         wide = HammingIndex(32)
-        wide.add(np.zeros((20, 4), np.uint8))
-        with pytest.raises(ValueError, match="2 bytes wide, database_codes 4"):
+        wide.add(np.full((20, 4), 7, np.uint8))
+        with pytest.raises(ValueError, match="query_codes are 2 bytes wide but 32-bit"):
             evaluation.RetrievalEvaluator(
                 query_codes=data["query_codes"],
                 query_labels=data["query_labels"],
                 database=wide,
                 database_labels=data["database_labels"],
             )
-        with pytest.raises(ValueError, match="database_codes is empty"):
+        with pytest.raises(ValueError, match="the database is empty"):
             evaluation.RetrievalEvaluator(
                 query_codes=data["query_codes"],
                 query_labels=data["query_labels"],
@@ -678,6 +724,27 @@ class TestEvaluatorBadInput:
     def test_keyword_only(self, data):
         with pytest.raises(TypeError):
             evaluation.RetrievalEvaluator(*data.values())
+
+
+class TestLabelColumns:
+    def test_binary_column_labels_are_class_ids(self):
+        # keras.datasets-style [N, 1] binary labels. Before, the metrics read
+        # them as one-class multi-hot rows, so class-0 items were relevant to
+        # nothing and mAP dropped silently below that of the same ids.
+        data = _random_problem(32, classes=2, bits=16)
+        data["query_labels"] = data["query_labels"] % 2
+        data["database_labels"] = data["database_labels"] % 2
+        want = _ref_map(data, 50)
+        column = dict(
+            data,
+            query_labels=data["query_labels"][:, None],
+            database_labels=data["database_labels"][:, None],
+        )
+        assert evaluation.mean_average_precision(**column, top_k=50) == pytest.approx(
+            want, abs=1e-12
+        )
+        radius = evaluation.precision_at_radius(**column, radius=3)
+        assert radius.precision == pytest.approx(_ref_radius(data, 3)[0], abs=1e-12)
 
 
 class TestNoQueries:
