@@ -15,12 +15,17 @@ python export/export_model.py --model=hashnet.keras --base_dir=/models \\
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
-from absl import app, flags
+# TensorFlow's C++ INFO lines (set before TensorFlow is imported).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_hash import export
-from keras_hash.recipes import airbench  # noqa: F401 - registers whitened_cnn's layers
+from absl import app, flags, logging  # noqa: E402
+
+from keras_hash import export  # noqa: E402
+from keras_hash.files import write_text_atomic  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Trained model file (.keras) saved by model.save.")
@@ -48,25 +53,83 @@ flags.DEFINE_string(
     "representative_dir",
     None,
     "Folder of images like those to be encoded (a few hundred), read with "
-    "Pillow and resized to the model input, to calibrate int8 activations.",
+    "Pillow and resized to the model input, to calibrate int8 activations "
+    "(a file that is not an image is an error naming it).",
 )
 flags.DEFINE_integer(
     "max_representative", 500, "Use at most this many representative images."
 )
-flags.DEFINE_bool("overwrite", False, "Replace existing .tflite files.")
+flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace existing .tflite files (those exported from the same --model "
+    "are kept without it: a re-run finishes what an interrupted run left).",
+)
 flags.mark_flag_as_required("model")
 
 
-def write_tflite(model, quantization: str, images) -> str:
+def model_sha256(path: str) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def record_path(output: str) -> str:
+    """Where the record of an output's source goes (TF Serving ignores
+    ``assets.extra``)."""
+    if output.endswith(".tflite"):
+        return output + ".source.json"
+    return os.path.join(output, "assets.extra", "keras_hash_source.json")
+
+
+def already_done(output: str, record: dict) -> bool:
+    """True if ``output`` exists and was written from the same model file;
+    an error if it exists from anything else."""
+    if not os.path.exists(output):
+        return False
+    try:
+        with open(record_path(output)) as file:
+            if json.load(file) == record:
+                return True
+    except (OSError, ValueError):
+        pass
+    raise app.UsageError(
+        f"{output} already exists and was not exported from {FLAGS.model} "
+        "(no matching record): bump --version, pass --overwrite for .tflite "
+        "files, or delete it"
+    )
+
+
+def write_record(output: str, record: dict) -> None:
+    os.makedirs(os.path.dirname(record_path(output)), exist_ok=True)
+    write_text_atomic(record_path(output), json.dumps(record) + "\n")
+
+
+def write_saved_model(model, record: dict) -> str:
+    target = os.path.join(FLAGS.base_dir, FLAGS.model_name, str(FLAGS.version))
+    if already_done(target, record):
+        return f"{target} (already exported from this model)"
+    path = export.export_saved_model(
+        model, FLAGS.base_dir, FLAGS.model_name, FLAGS.version
+    )
+    write_record(path, record)
+    return path
+
+
+def write_tflite(model, quantization: str, images, record: dict) -> str:
     folder = FLAGS.tflite_dir or FLAGS.base_dir or "."
     path = os.path.join(folder, f"{FLAGS.model_name}_{quantization}.tflite")
-    return export.export_tflite(
+    record = {**record, "quantization": quantization}
+    if not FLAGS.overwrite and already_done(path, record):
+        return f"{path} (already exported from this model)"
+    export.export_tflite(
         model,
         path,
         quantization=quantization,
         representative_images=images if quantization == "int8" else None,
         overwrite=FLAGS.overwrite,
     )
+    write_record(path, record)
+    return f"{path} ({os.path.getsize(path):,} bytes)"
 
 
 def representative_images(model):
@@ -80,6 +143,8 @@ def representative_images(model):
 
 
 def main(argv):
+    if not FLAGS["verbosity"].present:  # TensorFlow's Python INFO lines
+        logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     unknown = set(FLAGS.tflite) - set(export.QUANTIZATIONS)
@@ -88,15 +153,16 @@ def main(argv):
     if not FLAGS.base_dir and not FLAGS.tflite:
         raise app.UsageError("nothing to do: give --base_dir and/or --tflite")
     model = export.load_hash_model(FLAGS.model)
+    record = {
+        "model": os.path.basename(FLAGS.model),
+        "sha256": model_sha256(FLAGS.model),
+    }
     images = representative_images(model)
     if FLAGS.base_dir:
-        path = export.export_saved_model(
-            model, FLAGS.base_dir, FLAGS.model_name, FLAGS.version
-        )
-        print(f"SavedModel: {path}")
+        print(f"SavedModel: {write_saved_model(model, record)}")
     for quantization in FLAGS.tflite:
-        path = write_tflite(model, quantization, images)
-        print(f"TFLite ({quantization}): {path} ({os.path.getsize(path):,} bytes)")
+        done = write_tflite(model, quantization, images, record)
+        print(f"TFLite ({quantization}): {done}")
 
 
 if __name__ == "__main__":

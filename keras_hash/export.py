@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterable
 
 import keras
@@ -88,13 +89,17 @@ def load_hash_model(path: str | os.PathLike) -> HashModel:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path!r}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path!r} is corrupt or truncated: a .keras file is a zip archive "
+            "and this is none; save the model again (model.save)"
+        )
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:
         raise ValueError(
-            f"could not load a Keras model from {path!r}: {error} (a model "
-            "with layers of keras_hash.recipes, such as whitened_cnn, needs "
-            "`import keras_hash.recipes.airbench` first)"
+            f"could not load a Keras model from {path!r} (corrupt, or saved "
+            f"with layers that are not registered): {error}"
         ) from error
     if not isinstance(model, HashModel):
         raise TypeError(
@@ -216,11 +221,52 @@ def export_saved_model(
         raise FileExistsError(
             f"version directory {target!r} already exists; export to a new version"
         )
+    _check_code_width(model_dir, check_bits(model.bits) // 8)
     archive = _archive(model, with_logits=True)
     write_directory_atomic(
         target, lambda staging: archive.write_out(staging, verbose=False)
     )
     return target
+
+
+def published_code_bytes(model_dir: str | os.PathLike) -> dict[int, int]:
+    """``{version: bytes per code}`` of the SavedModels under ``model_dir``.
+
+    Read from each version's ``serving_default`` signature (the ``codes``
+    output's last dimension) without loading the model.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    widths = {}
+    model_dir = os.fspath(model_dir)
+    names = os.listdir(model_dir) if os.path.isdir(model_dir) else []
+    for name in sorted(n for n in names if n.isdigit()):
+        path = os.path.join(model_dir, name, "saved_model.pb")
+        if not os.path.isfile(path):
+            continue
+        saved = saved_model_pb2.SavedModel()
+        with open(path, "rb") as file:
+            saved.ParseFromString(file.read())
+        for graph in saved.meta_graphs:
+            signature = graph.signature_def.get(SERVING_SIGNATURE)
+            if signature is not None and CODES_OUTPUT in signature.outputs:
+                dims = signature.outputs[CODES_OUTPUT].tensor_shape.dim
+                widths[int(name)] = int(dims[-1].size)
+    return widths
+
+
+def _check_code_width(model_dir: str, code_bytes: int) -> None:
+    """One served model name, one code width: clients and indexes rely on it."""
+    widths = published_code_bytes(model_dir)
+    other = sorted((v, w) for v, w in widths.items() if w != code_bytes)
+    if other:
+        found = ", ".join(f"version {v}: {w * 8} bits" for v, w in other)
+        raise ValueError(
+            f"{model_dir!r} already serves codes of another width ({found}); this "
+            f"model has {code_bytes * 8} bits. TF Serving would answer with both "
+            "under one name and break every index built for the other width: "
+            "export under another model_name (e.g. hashnet_{bits}) or base_dir"
+        )
 
 
 def _converter(saved_model_dir: str, quantization: str, representative_images):
@@ -461,6 +507,8 @@ def read_images(directory: str | os.PathLike, image_shape: Iterable[int]):
 
     Files are read in sorted name order with Pillow, converted to grayscale
     (1 channel) or RGB (3 channels) and resized to ``(height, width)``.
+    Hidden files (names starting with ``.``) are skipped; any other file
+    that is not an image is a ``ValueError`` naming it.
 
     Args:
         directory: a folder of image files (png, jpg, ...).
@@ -470,21 +518,34 @@ def read_images(directory: str | os.PathLike, image_shape: Iterable[int]):
         ``(images, names)``: float32 ``[N, height, width, channels]`` raw
         pixel values 0..255, and the file names.
     """
-    from PIL import Image
-
     height, width, channels = (int(d) for d in image_shape)
     if channels not in (1, 3):
         raise ValueError(f"read_images handles 1 or 3 channels, got {channels}")
+    mode = "L" if channels == 1 else "RGB"
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no image folder at {directory!r}")
     names = sorted(n for n in os.listdir(directory) if not n.startswith("."))
     images = []
     for name in names:
-        with Image.open(os.path.join(directory, name)) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-            images.append(np.asarray(image, np.float32).reshape(height, width, -1))
+        image = _read_image(os.path.join(directory, name), height, width, mode)
+        images.append(image.reshape(height, width, channels))
     if not images:
         raise ValueError(f"no images in {directory!r}")
     return np.stack(images), names
+
+
+def _read_image(path: str, height: int, width: int, mode: str) -> np.ndarray:
+    """One file as float32 pixels ``[height, width(, 3)]``; other files refused."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert(mode)
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+            return np.asarray(image, np.float32)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ValueError(
+            f"{path!r} is not a readable image ({type(error).__name__}: {error}); "
+            "keep only image files in the folder"
+        ) from None

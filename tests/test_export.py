@@ -322,8 +322,16 @@ def test_missing_or_corrupt_model_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.keras"):
         export.load_hash_model(tmp_path / "missing.keras")
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="could not load"):
+    with pytest.raises(ValueError, match="junk.keras' is corrupt or truncated"):
         export.load_hash_model(tmp_path / "junk.keras")
+
+
+def test_truncated_model_file_is_named_corrupt(trained, tmp_path):
+    data = open(trained["keras_path"], "rb").read()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.keras' is corrupt") as error:
+        export.load_hash_model(tmp_path / "cut.keras")
+    assert "not found" not in str(error.value).lower()
 
 
 def test_load_hash_model_round_trip(trained):
@@ -519,6 +527,20 @@ def test_command_line_and_tflite_example(trained, tmp_path):
     assert os.path.isfile(tmp_path / "models" / "digits" / "1" / "saved_model.pb")
     tflite = tmp_path / "models" / "digits_float32.tflite"
     assert os.path.isfile(tmp_path / "models" / "digits_int8.tflite")
+    # A re-run into the same folder keeps what this model already wrote and
+    # finishes the rest (here: the int8 file a killed run did not write).
+    os.remove(tmp_path / "models" / "digits_int8.tflite")
+    again = run_script(
+        "export/export_model.py",
+        f"--model={trained['keras_path']}",
+        f"--base_dir={tmp_path / 'models'}",
+        "--model_name=digits",
+        "--tflite=float32,int8",
+        f"--representative_dir={folder}",
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("already exported from this model") == 2
+    assert os.path.isfile(tmp_path / "models" / "digits_int8.tflite")
     done = run_script(
         "examples/encode_images_tflite.py",
         f"--tflite={tflite}",
@@ -528,6 +550,27 @@ def test_command_line_and_tflite_example(trained, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     codes = np.load(tmp_path / "codes.npy")
     np.testing.assert_array_equal(codes, trained["reference"][:40])
+
+
+def test_command_line_refuses_other_outputs_and_non_images(trained, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(folder / "a.png")
+    (folder / "notes.txt").write_text("not an image")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "digits_float32.tflite").write_bytes(b"someone else's")
+    common = (
+        "export/export_model.py",
+        f"--model={trained['keras_path']}",
+        f"--tflite_dir={tmp_path / 'out'}",
+        "--model_name=digits",
+    )
+    done = run_script(*common, "--tflite=int8", f"--representative_dir={folder}")
+    assert done.returncode != 0
+    assert "notes.txt" in done.stderr and "not a readable image" in done.stderr
+    done = run_script(*common, "--tflite=float32")
+    assert done.returncode != 0
+    assert "digits_float32.tflite already exists" in done.stderr
 
 
 def test_command_line_errors(trained, tmp_path):

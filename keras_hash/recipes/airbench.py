@@ -1,22 +1,21 @@
-"""airbench's fast-converging CNN and its classifier pre-training recipe.
+"""airbench's classifier pre-training recipe for its fast-converging CNN.
 
 Part of :mod:`keras_hash.recipes` (not imported by ``import keras_hash``).
 The papers fine-tune hash models from ImageNet-pretrained networks; from
 scratch, training the backbone as a softmax classifier on the training
-labels first, then hashing, does the same job. This module holds Keller
-Jordan's airbench network (:func:`whitened_cnn`: a frozen patch-whitening
-layer, identity-started convolutions, 64x BatchNorm-bias learning rate)
-and its classifier recipe (triangular learning rate, label smoothing,
-lookahead, coupled L2): about 87% CIFAR-10 test accuracy after 7 epochs
+labels first, then hashing, does the same job. The network itself, Keller
+Jordan's airbench CNN, is a product backbone
+(:func:`keras_hash.backbones.whitened_cnn`), so a saved model loads with
+``import keras_hash`` alone; this module holds its training recipe
+(triangular learning rate, label smoothing, lookahead, coupled L2,
+alternating flips): about 87% CIFAR-10 test accuracy after 7 epochs
 here, against 83% for ``cifar_resnet`` with the hashing phase's SGD recipe.
-Importing it registers ``"whitened_cnn"`` with :func:`keras_hash.backbones.get`
-and its layers and optimizer with Keras serialization (import it before
-loading a ``.keras`` model that holds them).
 
 ```python
+from keras_hash import backbones
 from keras_hash.recipes import airbench
 
-backbone = airbench.whitened_cnn(train_images[:5000])
+backbone = backbones.whitened_cnn(train_images[:5000])
 classifier = airbench.airbench_classifier(
     backbone, num_classes=10, total_steps=7 * len(train_images) // 1024)
 classifier.fit(stream_of_1024_image_batches, ...)
@@ -28,11 +27,9 @@ hash_model = keras_hash.HashNet(backbone, bits=64)
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from keras_hash import backbones
-from keras_hash.backbones import CIFAR10_MEAN, CIFAR10_STD, normalization
+from keras_hash.backbones import torch_default_initializer
 
 # airbench94's batch and largest crop shift; its learning rate per 1024
 # images, L2 and logit scale, rescaled from its summed loss to Keras's mean.
@@ -43,199 +40,6 @@ AIRBENCH_L2 = 0.0153 / 11.5 / 2
 # airbench's crops read a mirrored border, and each image's flip alternates
 # between epochs (keras_hash.datasets.train_dataset arguments).
 AIRBENCH_AUGMENTATION = {"padding_mode": "reflect", "flip": "alternating"}
-
-
-@keras.saving.register_keras_serializable(package="keras_hash")
-class ScaledBias(keras.layers.Layer):
-    """Adds a learned per-channel bias ``scale * b``.
-
-    The variable ``b`` is stored divided by ``scale``, so a gradient step
-    moves the bias ``scale**2`` times as far as a plain bias would: a
-    per-layer learning-rate multiplier that needs no special optimizer (the
-    64x BatchNorm-bias learning rate of fast CIFAR-10 training is
-    ``scale=8``).
-
-    ```python
-    x = keras.layers.BatchNormalization(center=False, scale=False)(x)
-    x = airbench.ScaledBias(scale=8.0)(x)
-    ```
-    """
-
-    def __init__(self, scale: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.scale = float(scale)
-
-    def build(self, input_shape):
-        self.bias = self.add_weight(
-            shape=(input_shape[-1],), initializer="zeros", name="bias"
-        )
-
-    def call(self, inputs):
-        return inputs + keras.ops.cast(self.scale * self.bias, inputs.dtype)
-
-    def get_config(self):
-        return {**super().get_config(), "scale": self.scale}
-
-
-def patch_whitening_kernel(images, mean=CIFAR10_MEAN, std=CIFAR10_STD, eps=5e-4):
-    """A ``[2, 2, C, 8C]`` kernel that whitens the 2x2 patches of ``images``.
-
-    The normalized images' 2x2 patches (``4C`` values each) have covariance
-    ``V diag(lambda) V^T``; the kernel holds the eigenvectors scaled by
-    ``1 / sqrt(lambda + eps)`` and their negatives, so a valid 2x2
-    convolution with it outputs decorrelated, unit-variance channels (and,
-    after a ReLU-like activation, both signs of each).
-
-    ```python
-    kernel = airbench.patch_whitening_kernel(train_images[:5000])
-    kernel.shape  # (2, 2, 3, 24)
-    ```
-
-    Args:
-        images: raw images ``[N, H, W, C]`` (0-255), e.g. 5,000 training images.
-        mean: per-channel mean of the raw pixels.
-        std: per-channel standard deviation of the raw pixels.
-        eps: added to the eigenvalues before the inverse square root.
-    """
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1] < 2 or images.shape[2] < 2:
-        raise ValueError(
-            f"images must be [N, H, W, C] with H, W >= 2, got shape {images.shape}"
-        )
-    channels = images.shape[-1]
-    if len(mean) != channels or len(std) != channels:
-        raise ValueError(
-            f"mean and std need one value per channel ({channels}), got "
-            f"{len(mean)} and {len(std)}"
-        )
-    x = (images.astype(np.float64) - np.asarray(mean)) / np.asarray(std)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("images contain NaN or infinite values")
-    patches = np.stack(
-        [
-            x[:, i : x.shape[1] - 1 + i, j : x.shape[2] - 1 + j]
-            for i in (0, 1)
-            for j in (0, 1)
-        ],
-        axis=-2,
-    ).reshape(-1, 4 * channels)
-    covariance = patches.T @ patches / len(patches)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    scaled = eigenvectors / np.sqrt(np.maximum(eigenvalues, 0.0) + eps)
-    kernel = scaled.T.reshape(4 * channels, 2, 2, channels).transpose(1, 2, 3, 0)
-    return np.concatenate([kernel, -kernel], axis=-1).astype(np.float32)
-
-
-def _identity_start(conv):
-    """Sets the first ``min(C_in, C_out)`` filters of a 3x3 convolution to
-    the identity."""
-    kernel = conv.get_weights()[0]
-    size = min(kernel.shape[2], kernel.shape[3])
-    kernel[:, :, :, :size] = 0.0
-    kernel[1, 1, np.arange(size), np.arange(size)] = 1.0
-    conv.set_weights([kernel])
-
-
-def torch_default_initializer():
-    """PyTorch's default kernel initialization: uniform(+-1 / sqrt(fan_in))."""
-    return keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")
-
-
-def _conv_group(x, filters, name):
-    for index in (1, 2):
-        x = keras.layers.Conv2D(
-            filters,
-            3,
-            padding="same",
-            use_bias=False,
-            kernel_initializer=torch_default_initializer(),
-            name=f"{name}_conv{index}",
-        )(x)
-        if index == 1:
-            x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
-        x = keras.layers.BatchNormalization(
-            momentum=0.6,
-            epsilon=1e-12,
-            center=False,
-            scale=False,
-            name=f"{name}_bn{index}",
-        )(x)
-        x = ScaledBias(8.0, name=f"{name}_bias{index}")(x)
-        x = keras.layers.Activation("gelu", name=f"{name}_gelu{index}")(x)
-    return x
-
-
-# Smallest image side whitened_cnn accepts (one owner for the check).
-WHITENED_CNN_MIN_SIDE = 24
-
-
-def whitened_cnn(
-    whitening_images,
-    widths: tuple = (64, 256, 256),
-    input_shape: tuple = (32, 32, 3),
-    mean=CIFAR10_MEAN,
-    std=CIFAR10_STD,
-    name: str = "whitened_cnn",
-) -> keras.Model:
-    """A fast-converging CNN for 32x32 images with a frozen whitening layer.
-
-    The layout of Keller Jordan's airbench (94% CIFAR-10 accuracy in under
-    10 epochs): a frozen 2x2 convolution that whitens image patches
-    (:func:`patch_whitening_kernel` of ``whitening_images``) with a learned
-    bias and a GELU, then three groups of conv-pool-BN-GELU-conv-BN-GELU with
-    ``widths`` filters, and global max-pooling to ``widths[-1]``
-    features. BatchNorm has no scale and a bias learning 64x faster
-    (:class:`ScaledBias`); each 3x3 convolution starts as the identity on
-    its first ``C_in`` filters (all of them when it narrows). About 0.12
-    GFLOP (multiply-adds) per image.
-
-    ```python
-    backbone = airbench.whitened_cnn(train_images[:5000])
-    backbone.output_shape  # (None, 256)
-    ```
-
-    Args:
-        whitening_images: raw training images ``[N, H, W, C]`` for the
-            whitening layer (5,000 are plenty).
-        widths: filters of the three groups.
-        input_shape: image shape ``(H, W, C)``; ``H`` and ``W`` at least 24,
-            or ``None`` for any size.
-        mean: per-channel mean of the raw pixels.
-        std: per-channel standard deviation of the raw pixels.
-        name: model name.
-
-    Returns:
-        A functional ``keras.Model`` from images to ``[N, widths[-1]]``.
-    """
-    if len(widths) != 3 or min(int(w) for w in widths) < 1:
-        raise ValueError(f"widths must be three positive ints, got {widths}")
-    least = WHITENED_CNN_MIN_SIDE
-    if any(side is not None and side < least for side in input_shape[:2]):
-        raise ValueError(
-            f"whitened_cnn needs images of at least {least}x{least}, got {input_shape}"
-        )
-    kernel = patch_whitening_kernel(whitening_images, mean, std)
-    if kernel.shape[2] != input_shape[-1]:
-        raise ValueError(
-            f"whitening_images have {kernel.shape[2]} channels, input_shape "
-            f"{input_shape} has {input_shape[-1]}"
-        )
-    inputs = keras.Input(input_shape, name="images")
-    x = normalization(mean, std)(inputs)
-    whiten = keras.layers.Conv2D(
-        kernel.shape[-1], 2, use_bias=False, trainable=False, name="whiten"
-    )
-    x = ScaledBias(1.0, name="whiten_bias")(whiten(x))
-    x = keras.layers.Activation("gelu", name="whiten_gelu")(x)
-    for index, filters in enumerate(widths, start=1):
-        x = _conv_group(x, int(filters), f"group{index}")
-    x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
-    model = keras.Model(inputs, x, name=name)
-    whiten.set_weights([kernel])
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D) and layer is not whiten:
-            _identity_start(layer)
-    return model
 
 
 @keras.saving.register_keras_serializable(package="keras_hash")
@@ -452,7 +256,7 @@ def airbench_classifier(
     loss.
 
     Args:
-        backbone: features model, e.g. :func:`airbench.whitened_cnn`.
+        backbone: features model, e.g. :func:`keras_hash.backbones.whitened_cnn`.
         num_classes: classes of the labels.
         total_steps: training steps, for the schedule.
         batch_size: images per step. Defaults to airbench's 1,024.
@@ -507,5 +311,3 @@ def drop_regularizers(model: keras.Model) -> None:
     for variable in model.trainable_variables:
         variable.regularizer = None
 
-
-backbones.register("whitened_cnn", whitened_cnn)

@@ -1,11 +1,9 @@
 """Tests for keras_hash.recipes.airbench: airbench's schedule, loss and recipe."""
 
-import math
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_hash import backbones
 from keras_hash.recipes import airbench
@@ -48,7 +46,7 @@ def test_smoothed_sparse_crossentropy_matches_numpy():
 
 def test_airbench_classifier_penalizes_every_variable_until_dropped():
     images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3))
-    backbone = airbench.whitened_cnn(images, widths=(4, 8, 8))
+    backbone = backbones.whitened_cnn(images, widths=(4, 8, 8))
     classifier = airbench.airbench_classifier(backbone, 3, total_steps=10)
     weights = classifier.trainable_variables
     assert len(weights) == len(backbone.trainable_variables) + 1
@@ -63,7 +61,7 @@ def test_airbench_classifier_penalizes_every_variable_until_dropped():
 
 def test_compile_airbench_restarts_the_schedule_and_keeps_weights():
     images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3))
-    backbone = airbench.whitened_cnn(images, widths=(4, 8, 8))
+    backbone = backbones.whitened_cnn(images, widths=(4, 8, 8))
     classifier = airbench.airbench_classifier(backbone, 3, total_steps=10)
     classifier.fit(images, np.arange(8) % 3, batch_size=4, epochs=1, verbose=0)
     before = [w.numpy() for w in classifier.weights]
@@ -85,7 +83,7 @@ def test_airbench_classifier_learns_a_separable_task():
         colours[:, None, None] + rng.normal(0, 30, (256, 32, 32, 3)), 0, 255
     )
     keras.utils.set_random_seed(0)
-    backbone = airbench.whitened_cnn(images, widths=(8, 8, 8))
+    backbone = backbones.whitened_cnn(images, widths=(8, 8, 8))
     classifier = airbench.airbench_classifier(backbone, 2, 24, batch_size=32)
     classifier.fit(images, labels, batch_size=32, epochs=3, verbose=0)
     accuracy = (classifier.predict(images, verbose=0).argmax(1) == labels).mean()
@@ -176,111 +174,3 @@ def test_lookahead_sgd_round_trips_and_names_bad_values():
         airbench.LookaheadSGD(0.1, total_steps=10, period=0)
     with pytest.raises(ValueError, match="max_decay"):
         airbench.LookaheadSGD(0.1, total_steps=10, max_decay=1.0)
-
-
-def _normalized_patches(images):
-    """2x2 patches of normalized images, flattened row, column, channel."""
-    x = (images - np.array(backbones.CIFAR10_MEAN)) / np.array(backbones.CIFAR10_STD)
-    rows, cols = x.shape[1] - 1, x.shape[2] - 1
-    patches = [
-        x[n, r : r + 2, c : c + 2].reshape(-1)
-        for n in range(len(x))
-        for r in range(rows)
-        for c in range(cols)
-    ]
-    return np.array(patches)
-
-
-def test_patch_whitening_kernel_decorrelates_patches():
-    rng = np.random.default_rng(0)
-    # Correlated pixels: smooth images plus noise.
-    base = rng.integers(0, 256, (20, 1, 1, 3)).astype(float)
-    images = np.clip(base + rng.normal(0, 20, (20, 6, 6, 3)), 0, 255)
-    kernel = airbench.patch_whitening_kernel(images, eps=0.0)
-    assert kernel.shape == (2, 2, 3, 24)
-    np.testing.assert_allclose(kernel[..., 12:], -kernel[..., :12])
-    patches = _normalized_patches(images)
-    outputs = patches @ kernel[..., :12].reshape(12, 12)
-    covariance = outputs.T @ outputs / len(outputs)
-    np.testing.assert_allclose(covariance, np.eye(12), atol=1e-4)
-
-
-def test_whitening_layer_computes_the_patch_projection():
-    rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, (8, 32, 32, 3)).astype("float32")
-    model = airbench.whitened_cnn(images, widths=(8, 8, 8))
-    whiten = keras.Model(model.input, model.get_layer("whiten").output)
-    kernel = model.get_layer("whiten").get_weights()[0]
-    expected = _normalized_patches(images[:1]) @ kernel.reshape(12, 24)
-    got = whiten(images[:1]).numpy().reshape(-1, 24)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-    assert not model.get_layer("whiten").trainable_weights
-    # Then the learned bias and a GELU (exact, erf-based), as in airbench.
-    bias = rng.normal(size=24).astype("float32")
-    model.get_layer("whiten_bias").set_weights([bias])
-    activated = keras.Model(model.input, model.get_layer("whiten_gelu").output)
-    pre = expected + bias
-    gelu = 0.5 * pre * (1 + np.vectorize(math.erf)(pre / math.sqrt(2)))
-    got = activated(images[:1]).numpy().reshape(-1, 24)
-    np.testing.assert_allclose(got, gelu, rtol=1e-4, atol=1e-4)
-
-
-def test_whitened_cnn_shape_identity_start_and_round_trip(tmp_path):
-    rng = np.random.default_rng(2)
-    images = rng.integers(0, 256, (4, 32, 32, 3), np.uint8)
-    model = airbench.whitened_cnn(images, widths=(8, 16, 16))
-    assert model.output_shape == (None, 16)
-    kernel = model.get_layer("group2_conv1").get_weights()[0]  # 8 -> 16
-    identity = np.zeros((3, 3, 8, 8))
-    identity[1, 1] = np.eye(8)
-    np.testing.assert_array_equal(kernel[..., :8], identity)
-    assert np.abs(kernel[..., 8:]).sum() > 0
-    path = str(tmp_path / "backbone.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
-        loaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5
-    )
-
-
-def test_whitened_cnn_with_free_image_size_shares_weights_with_fixed_size():
-    rng = np.random.default_rng(3)
-    images = rng.integers(0, 256, (4, 32, 32, 3), np.uint8)
-    free = airbench.whitened_cnn(images, widths=(8, 8, 8), input_shape=(None, None, 3))
-    fixed = airbench.whitened_cnn(images, widths=(8, 8, 8))
-    fixed.set_weights(free.get_weights())
-    assert free.predict(images[:, 4:28, 4:28], verbose=0).shape == (4, 8)
-    np.testing.assert_allclose(
-        free.predict(images, verbose=0), fixed.predict(images, verbose=0), rtol=1e-5
-    )
-
-
-def test_scaled_bias_moves_scale_squared_times_faster():
-    layer = airbench.ScaledBias(scale=8.0)
-    x = keras.Variable(np.zeros((5, 3), "float32"), trainable=False)
-    layer.build((5, 3))
-    optimizer = keras.optimizers.SGD(0.01)
-    with tf.GradientTape() as tape:
-        loss = keras.ops.sum(layer(x))
-    optimizer.apply(
-        tape.gradient(loss, layer.trainable_variables), layer.trainable_variables
-    )
-    # d loss / d bias-variable = 8 * 5; the bias moves 8 * 0.01 * 40 = 3.2.
-    np.testing.assert_allclose(
-        layer(np.zeros((1, 3), "float32")).numpy(), -3.2, rtol=1e-6
-    )
-
-
-@pytest.mark.parametrize(
-    "images, kwargs, message",
-    [
-        (np.zeros((2, 32, 32)), {}, "must be \\[N, H, W, C\\]"),
-        (np.full((2, 32, 32, 3), np.nan), {}, "NaN"),
-        (np.zeros((2, 32, 32, 1)), {}, "one value per channel"),
-        (np.zeros((2, 32, 32, 3)), {"widths": (8, 8)}, "three positive ints"),
-        (np.zeros((2, 16, 16, 3)), {"input_shape": (16, 16, 3)}, "at least 24x24"),
-    ],
-)
-def test_whitened_cnn_bad_input_is_named(images, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        airbench.whitened_cnn(images, **kwargs)
