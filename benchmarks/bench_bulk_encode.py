@@ -9,7 +9,7 @@ process, with:
   the training resize (``datasets.load_image_files``), then ``model.encode``;
 - ``tf.data``: ``model.encode(datasets.image_files_dataset(...))``
   (parallel decoding in ``tf.data``);
-- ``beam``: :func:`keras_hash.bulk_encode.encode_images` on the
+- ``beam``: :func:`keras_hash.beam.encode_images` on the
   DirectRunner with ``--direct_num_workers`` 1 and 2, whole job (start,
   listing, decoding, ``RunInference``, shards and manifest), and once more
   on 16 files to show the fixed start cost.
@@ -38,7 +38,7 @@ from absl import app, flags, logging  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import keras_hash  # noqa: E402
-from keras_hash import bulk_encode, datasets, export  # noqa: E402
+from keras_hash import beam, datasets, export  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("images", 4096, "Image files to encode.")
@@ -90,7 +90,7 @@ def loop(model, files, size, batch_size):
 
 def beam_run(photos, version, out, workers, batch_size):
     shutil.rmtree(out, ignore_errors=True)
-    bulk_encode.encode_images(
+    beam.encode_images(
         photos,
         version,
         out,
@@ -102,7 +102,7 @@ def beam_run(photos, version, out, workers, batch_size):
             + ("in_memory" if workers == 1 else "multi_threading"),
         ],
     )
-    return bulk_encode.read_code_shards(out)
+    return beam.read_code_shards(out)
 
 
 def agreement(a, b):
@@ -117,7 +117,7 @@ def main(_):
         write_images(photos, FLAGS.images, FLAGS.stored)
         model = model_for(FLAGS.size)
         version = export.export_saved_model(model, os.path.join(root, "models"))
-        paths, ids = bulk_encode.list_images(photos, ids="index")
+        paths, ids = beam.list_images(photos, ids="index")
         files = datasets.ImageFiles(paths, np.zeros(len(paths), np.int32), ())
         n, size, batch = len(paths), FLAGS.size, FLAGS.batch_size
         loop(
