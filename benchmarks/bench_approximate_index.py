@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import numpy as np  # noqa: E402
 
 from keras_hash import HammingIndex  # noqa: E402
-from keras_hash.index.ivf import IVFHammingIndex  # noqa: E402
+from keras_hash.index import IVFHammingIndex  # noqa: E402
 
 
 def make_codes(n, bits, centres, flip, seed, chunk=1 << 20):

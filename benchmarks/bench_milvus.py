@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from timing import best_time  # noqa: E402
 
 from keras_hash import HammingIndex  # noqa: E402
-from keras_hash.index.milvus import MilvusHammingIndex  # noqa: E402
+from keras_hash.index import MilvusHammingIndex  # noqa: E402
 
 
 def main():

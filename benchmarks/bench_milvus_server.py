@@ -30,7 +30,7 @@ from milvus import MilvusServer  # noqa: E402
 from timing import best_time  # noqa: E402
 
 from keras_hash import HammingIndex  # noqa: E402
-from keras_hash.index.milvus import MilvusHammingIndex  # noqa: E402
+from keras_hash.index import MilvusHammingIndex  # noqa: E402
 
 
 def clustered_codes(rng, n, centres):

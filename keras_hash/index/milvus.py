@@ -49,6 +49,14 @@ not enforce unique primary keys (a second insert of an id stores a
 duplicate), so :meth:`MilvusHammingIndex.add` checks the ids against the
 collection first; :meth:`~MilvusHammingIndex.upsert` replaces.
 
+Writers (``add``, ``upsert``, ``delete``) of one collection in one process
+take one lock per collection (uri, database, name), so the check and the
+insert of ``add`` are one step for every thread of the process; other
+processes are not locked out (``docs/guarantees.md``). A write Milvus does
+not acknowledge raises :class:`MilvusWriteError` naming the rows
+acknowledged, and the handle then refuses every call until the collection is
+opened again: it never reports rows of a failed insert as known.
+
 ``pymilvus`` is imported when an index is made, never by ``import
 keras_hash``.
 """
