@@ -20,8 +20,9 @@ results the same way for all:
 
 One id policy (:func:`check_ids`, :func:`new_ids`: int64, never wrapped,
 unique), one set of constants and one place for argument checks
-(:func:`check_k`, :func:`check_radius`, :func:`check_int`,
-:func:`check_nprobe`; codes through :func:`keras_hash.codes.check_packed`).
+(:func:`check_k`, :func:`check_radius`, :func:`check_nprobe`; sizes and
+counts through :func:`keras_hash.arguments.check_int`; codes through
+:func:`keras_hash.codes.check_packed`).
 
 Example (a kind in a few lines: a brute-force list of codes):
 
@@ -46,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_hash.arguments import check_int
 from keras_hash.codes import check_bits, check_packed
 
 #: Id of padding in k-NN rows that hold fewer than k items found.
@@ -112,26 +114,6 @@ def read_only(attribute: str, doc: str) -> property:
 # argument checks
 
 
-def check_int(value, name: str, low: int | None = 1, high: int | None = None) -> int:
-    """An int (not a bool, not a float) in ``low .. high``; ``None`` = unbounded.
-
-    Example: ``check_int(2.0, "nlist")`` raises ``TypeError``.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = " and ".join(
-            part
-            for part in (
-                f"at least {low}" if low is not None else "",
-                f"at most {high}" if high is not None else "",
-            )
-            if part
-        )
-        raise ValueError(f"{name} must be {bounds}, got {value}")
-    return int(value)
-
-
 def check_k(k, ntotal: int, most: int | None = None) -> int:
     """The number of neighbours ``k`` as an int in ``1 .. ntotal`` (and ``most``)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
@@ -154,7 +136,7 @@ def check_radius(radius, bits: int) -> int:
 
 def check_nprobe(nprobe, nlist: int | None) -> int:
     """Lists probed per query: an int in ``1 .. nlist`` (``nlist=None``: unknown)."""
-    nprobe = check_int(nprobe, "nprobe")
+    nprobe = check_int(nprobe, "nprobe", minimum=1)
     if nlist is not None and nprobe > nlist:
         raise ValueError(f"nprobe must be at most nlist={nlist}, got {nprobe}")
     return nprobe

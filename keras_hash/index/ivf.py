@@ -85,12 +85,12 @@ import os
 
 import numpy as np
 
+from keras_hash.arguments import check_int
 from keras_hash.codes import check_packed
 from keras_hash.index.base import (
     FAISS_HINT,
     MIN_ID,
     InMemoryIndex,
-    check_int,
     check_nprobe,
     keep_within,
     new_ids,
@@ -166,14 +166,20 @@ class IVFHammingIndex(InMemoryIndex):
         seed: int = 0,
     ):
         super().__init__(bits)
-        self._nlist = None if nlist is None else check_int(nlist, "nlist", 1, 2**31 - 1)
-        self._niter = check_int(niter, "niter")
-        self._max_train = check_int(max_train_per_list, "max_train_per_list")
-        self._seed = check_int(seed, "seed", 0, 2**31 - 1)
+        self._nlist = (
+            None
+            if nlist is None
+            else check_int(nlist, "nlist", minimum=1, maximum=2**31 - 1)
+        )
+        self._niter = check_int(niter, "niter", minimum=1)
+        self._max_train = check_int(max_train_per_list, "max_train_per_list", minimum=1)
+        self._seed = check_int(seed, "seed", minimum=0, maximum=2**31 - 1)
         self._faiss = _faiss()
         self._auto_nprobe = nprobe is None
         self._nprobe = (
-            _DEFAULT_NPROBE if nprobe is None else check_int(nprobe, "nprobe")
+            _DEFAULT_NPROBE
+            if nprobe is None
+            else check_int(nprobe, "nprobe", minimum=1)
         )
         if self._nlist is not None:
             self._nprobe = self._check_nprobe(self._nprobe, auto=self._auto_nprobe)
@@ -337,7 +343,7 @@ class IVFHammingIndex(InMemoryIndex):
 
     def _check_nprobe(self, value, auto: bool = False) -> int:
         if auto and self._nlist is not None:
-            return min(check_int(value, "nprobe"), self._nlist)
+            return min(check_int(value, "nprobe", minimum=1), self._nlist)
         return check_nprobe(value, self._nlist)
 
     def _searchable(self) -> int:

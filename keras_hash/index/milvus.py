@@ -71,6 +71,7 @@ import time
 
 import numpy as np
 
+from keras_hash.arguments import check_int
 from keras_hash.codes import check_packed
 from keras_hash.index.base import (
     MAX_ID,
@@ -79,7 +80,6 @@ from keras_hash.index.base import (
     PAD_ID,
     BinaryIndex,
     check_ids,
-    check_int,
     check_nprobe,
     check_seconds,
     check_unique,
@@ -202,8 +202,12 @@ class MilvusHammingIndex(BinaryIndex):
             raise ValueError(
                 f"index_type must be one of {INDEX_TYPES}, got {index_type!r}"
             )
-        self._nlist = check_int(nlist, "nlist", 1, 65536)
-        self._nprobe = 32 if nprobe is None else check_int(nprobe, "nprobe", 1, 65536)
+        self._nlist = check_int(nlist, "nlist", minimum=1, maximum=65536)
+        self._nprobe = (
+            32
+            if nprobe is None
+            else check_int(nprobe, "nprobe", minimum=1, maximum=65536)
+        )
         self._timeout = check_seconds(timeout)
         self._milvus = _pymilvus()
         self._uri, self._lite = check_uri(uri)
@@ -252,7 +256,9 @@ class MilvusHammingIndex(BinaryIndex):
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        self._nprobe = check_nprobe(check_int(value, "nprobe", 1, 65536), self._lists)
+        self._nprobe = check_nprobe(
+            check_int(value, "nprobe", minimum=1, maximum=65536), self._lists
+        )
 
     @property
     def ntotal(self) -> int:
@@ -486,7 +492,7 @@ class MilvusHammingIndex(BinaryIndex):
         """Checks, then inserts (or upserts, ``replace``) in batches."""
         codes = check_packed(codes, bits=self._bits)
         ids = self._check_ids(ids, len(codes))
-        batch_size = check_int(batch_size, "batch_size")
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
         batch_size = min(batch_size, max(1, _BYTES_PER_INSERT // (self._bits // 8 + 8)))
         report = _progress(progress, len(codes))
         with self._writers:  # no other writer of this process between check and write
