@@ -17,14 +17,25 @@ of ``fit`` by default (``precise_batch_norm=True``).
 Layers whose ``trainable`` is ``False`` (a frozen backbone) keep their
 statistics: Keras runs them in inference mode.
 
+This module is the one owner of when and from what the statistics are
+re-estimated: :func:`training_part` (the part of ``fit``'s ``x`` that
+trained, as Keras splits off ``validation_split``) for ``HashModel.fit``,
+and :func:`once_after` for loops of several ``fit`` calls (a resumable
+run), which re-estimates once at their end instead of after each call.
+
 ```python
 from keras_hash import batch_norm
 
 batches = batch_norm.recompute_statistics(model, images, batch_size=32)
+with batch_norm.once_after(model, lambda: train_stream):
+    for chunk in chunks:
+        model.fit(chunk)
 ```
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import keras
 import numpy as np
@@ -34,6 +45,59 @@ import tensorflow as tf
 MAX_BATCHES = 200
 #: What ``recompute_statistics`` reads (a Python generator cannot be re-read).
 DATA_TYPES = (np.ndarray, tf.Tensor, tf.data.Dataset, keras.utils.PyDataset)
+
+
+def training_part(data, validation_split=None):
+    """What ``fit(x=data, validation_split=...)`` trained on, or ``None``.
+
+    Keras holds out the last ``validation_split`` fraction of array inputs
+    (``floor(n * (1 - validation_split))`` training rows); datasets are not
+    split. ``None`` for data a re-estimate cannot read again (not one of
+    :data:`DATA_TYPES`, e.g. a Python generator).
+
+    ```python
+    batch_norm.training_part(np.zeros((10, 4)), validation_split=0.25).shape
+    # (7, 4)
+    ```
+    """
+    if not isinstance(data, DATA_TYPES):
+        return None
+    if validation_split and isinstance(data, (np.ndarray, tf.Tensor)):
+        data = data[: int(np.floor(len(data) * (1.0 - validation_split)))]
+    return data
+
+
+@contextlib.contextmanager
+def once_after(model, data):
+    """Defers a model's precise BatchNorm to one re-estimate when the block ends.
+
+    Inside, ``model.precise_batch_norm`` is off (each ``fit`` call leaves
+    the statistics alone); when the block ends normally, it is restored and,
+    if it was on, ``model.recompute_batch_norm(data())`` runs once. After an
+    error the flag is restored and nothing is re-estimated.
+
+    ```python
+    with batch_norm.once_after(model, lambda: dataset(0)):
+        model.fit(dataset(step), epochs=1)
+        model.fit(dataset(step + 100), epochs=1)
+    ```
+
+    Args:
+        model: a :class:`keras_hash.HashModel` (or any model with
+            ``precise_batch_norm`` and ``recompute_batch_norm``; others are
+            left alone).
+        data: a callable returning what ``recompute_batch_norm`` reads.
+    """
+    precise = bool(getattr(model, "precise_batch_norm", False))
+    if precise:
+        model.precise_batch_norm = False
+    try:
+        yield
+    finally:
+        if precise:
+            model.precise_batch_norm = True
+    if precise:
+        model.recompute_batch_norm(data())
 
 
 def trainable_batch_norms(model) -> list:

@@ -200,3 +200,40 @@ def test_config_round_trip_and_old_configs(tmp_path):
     assert keras_hash.HashNet.from_config(config).precise_batch_norm is False
     with pytest.raises(TypeError, match="precise_batch_norm must be a bool"):
         keras_hash.HashNet(model.backbone, bits=8, precise_batch_norm=1)
+
+
+@pytest.mark.parametrize("n, split", [(40, 0.2), (10, 0.25), (7, 0.5), (5, None)])
+def test_training_part_splits_as_keras_does(n, split):
+    from keras.src.trainers.data_adapters import array_slicing
+
+    x = data(n)
+    got = batch_norm.training_part(x, split)
+    if split:  # Keras's own split (private API: a reference, not used by the code)
+        (want,), _ = array_slicing.train_validation_split((x,), split)
+    else:
+        want = x
+    np.testing.assert_array_equal(got, want)
+    assert batch_norm.training_part(iter([x]), split) is None  # cannot be re-read
+
+
+def test_once_after_defers_to_one_estimate_at_the_end():
+    calls = []
+
+    class Model:
+        precise_batch_norm = True
+
+        def recompute_batch_norm(self, images):
+            calls.append((images, self.precise_batch_norm))
+
+    model = Model()
+    with batch_norm.once_after(model, lambda: "stream"):
+        assert model.precise_batch_norm is False and not calls
+    assert calls == [("stream", True)] and model.precise_batch_norm is True
+    calls.clear()
+    with pytest.raises(RuntimeError), batch_norm.once_after(model, lambda: "x"):
+        raise RuntimeError("a fit failed")
+    assert not calls and model.precise_batch_norm is True
+    model.precise_batch_norm = False
+    with batch_norm.once_after(model, lambda: "x"):
+        pass
+    assert not calls and model.precise_batch_norm is False
