@@ -34,6 +34,7 @@ import keras_hash
 from keras_hash import export, files
 from keras_hash import metrics as evaluation
 from keras_hash.index import HammingIndex
+from tests import reference
 
 pytestmark = pytest.mark.numpy_only  # the Keras model is built once, below
 
@@ -58,11 +59,7 @@ DTYPES = st.sampled_from(
 )
 
 
-def reference_distances(a, b):
-    """Popcount of XOR over unpacked bits: independent of the word kernel."""
-    bits_a = np.unpackbits(a, axis=1).astype(bool)
-    bits_b = np.unpackbits(b, axis=1).astype(bool)
-    return (bits_a[:, None, :] != bits_b[None, :, :]).sum(-1)
+reference_distances = reference.hamming  # tests/reference.py, the one brute force
 
 
 # ---------------------------------------------------------------------------
