@@ -1,64 +1,40 @@
-"""MilvusHammingIndex: the HammingIndex API over a Milvus collection.
+"""MilvusHammingIndex: the search contract over a Milvus collection.
 
-Packed binary codes live in a Milvus collection with two fields: an INT64
-primary key (the caller's ids) and a ``BINARY_VECTOR`` of dimension ``bits``,
-indexed for the ``HAMMING`` metric: ``BIN_FLAT`` (exact, the default) or
-``BIN_IVF_FLAT`` (inverted lists: ``nlist`` at build, ``nprobe`` at search;
-a Milvus server only, Milvus Lite 2.5.1 refuses it).
+Packed codes live in a collection with an INT64 primary key (the caller's
+ids) and a ``BINARY_VECTOR`` of ``bits`` dimensions, indexed for ``HAMMING``:
+``BIN_FLAT`` (exact, the default) or ``BIN_IVF_FLAT`` (a server only;
+``nlist`` lists, ``nprobe`` probed; exact at ``nprobe = nlist``). A ``uri``
+ending in ``.db`` is a Milvus Lite file (``pip install keras-hash[milvus]``,
+``milvus-lite==2.5.1``), ``http://host:19530`` a server
+(:mod:`~keras_hash.index.milvus_collection`). ``pymilvus`` is imported when
+an index is made. Measurements and the reasons below: ``docs/milvus.md``.
 
-Where it runs: a ``uri`` ending in ``.db`` is a local file served by Milvus
-Lite (``pip install keras-hash[milvus]``; pinned to ``milvus-lite==2.5.1``,
-the 3.x line refuses ``BINARY_VECTOR`` fields); ``http://host:19530`` (with a
-``token``) is a Milvus server. See ``docs/milvus.md``.
+Milvus orders ties its own way and stops a search at 16,384 results (its
+``topk``), so results are made exact here and by the contract's finishing
+step (:mod:`keras_hash.index.base`), equal to :class:`~keras_hash.HammingIndex`
+on ``BIN_FLAT``:
 
-Results match :class:`keras_hash.HammingIndex` on ``BIN_FLAT``: the same
-int32 distances, and ties by id ascending. Milvus orders ties its own way
-and stops a search at 16,384 results (its ``topk`` limit), so the client
-settles the order itself:
+- k-NN asks for ``max(2k, k + 16)`` items; where the last one ties with the
+  k-th, the items at that distance are fetched by a range search and the
+  smallest ids kept. ``k`` is at most 16,384.
+- Range search (inclusive: Milvus keeps ``range_filter <= d < radius``, so
+  ``radius + 1`` is passed) asks for 1,024 items per query, then 16,384; a
+  query that gets 16,384 is searched again over halves of the id range (a
+  ``filter`` on the key), lower half first, until no part is cut; for k-NN
+  ties it stops once enough small ids are in hand. On ``BIN_IVF_FLAT`` it
+  runs as k-NN searches filtered here (Milvus 2.3.5's IVF range search
+  leaves codes out).
 
-- k-NN asks Milvus for a few more than ``k`` (``max(2k, k + 16)``, at most
-  16,384) and sorts them by (distance, id). When the last one returned lies
-  beyond the k-th distance ``t``, every item within ``t`` is there and the
-  top k are exact. Otherwise items at distance ``t`` may be missing: a range
-  search for exactly ``t`` fetches them (see below) and the client keeps the
-  smallest ids.
-- Range search (radius inclusive; Milvus keeps ``range_filter <= d <
-  radius``, so the client passes ``radius + 1``) asks for up to 16,384
-  results per query. A query that gets 16,384 may have been cut: its search
-  is repeated over halves of the id range (a ``filter`` on the primary key),
-  lower half first, splitting again until no part is cut. So results are
-  complete at any size, at the cost of more searches where more than
-  16,384 items lie within the radius. For k-NN ties the splitting stops as
-  soon as enough small ids at distance ``t`` are in hand.
-
-Hence ``k`` is at most 16,384 (Milvus's limit, a ``ValueError`` beyond). On
-``BIN_IVF_FLAT`` Milvus probes only ``nprobe`` lists: results are
-approximate (ties still by id among the items found), and a row with fewer
-than ``k`` items found is padded with id ``PAD_ID`` (``-2**63``) at distance
-``bits + 1``; with ``nprobe = nlist`` they are exact. There, range search
-runs as k-NN searches filtered on the client: the server's own IVF range
-search leaves codes out (measured on Milvus 2.3.5, docs/milvus.md).
-
-Ids are int64 from ``-2**63 + 1`` to ``2**63 - 1``: Milvus 2.5's expression
-parser reads the literal ``-9223372036854775808`` as ``-2**63 + 1``
-(measured: ``delete(ids=[-2**63])`` deleted id ``-2**63 + 1``), so ``-2**63``
-is refused. On a server older than 2.5, ``2**63 - 1`` is refused too:
-Milvus 2.3's queries never return that row (measured on 2.3.5), so a
-duplicate could not be seen nor the code deleted or read back. Milvus does
-not enforce unique primary keys (a second insert of an id stores a
-duplicate), so :meth:`MilvusHammingIndex.add` checks the ids against the
-collection first; :meth:`~MilvusHammingIndex.upsert` replaces.
-
-Writers (``add``, ``upsert``, ``delete``) of one collection in one process
-take one lock per collection (uri, database, name), so the check and the
-insert of ``add`` are one step for every thread of the process; other
-processes are not locked out (``docs/guarantees.md``). A write Milvus does
-not acknowledge raises :class:`MilvusWriteError` naming the rows
+Ids run from ``-2**63 + 1`` to ``2**63 - 1`` (Milvus reads the literal
+``-2**63`` as ``-2**63 + 1``; before 2.5 a server never returns the row of
+``2**63 - 1``, refused there). Milvus does not enforce unique keys, so
+``add`` checks the ids first; ``upsert`` replaces. Writers (``add``,
+``upsert``, ``delete``) of one collection in one process take one lock per
+collection, so the check and the insert are one step for every thread;
+other processes are not locked out (``docs/guarantees.md``). A write Milvus
+does not acknowledge raises :class:`MilvusWriteError` naming the rows
 acknowledged, and the handle then refuses every call until the collection is
 opened again: it never reports rows of a failed insert as known.
-
-``pymilvus`` is imported when an index is made, never by ``import
-keras_hash``.
 """
 
 from __future__ import annotations
@@ -73,6 +49,7 @@ import numpy as np
 
 from keras_hash.arguments import check_int
 from keras_hash.codes import check_packed
+from keras_hash.index import milvus_search
 from keras_hash.index.base import (
     MAX_ID,
     MILVUS_HINT,
@@ -94,16 +71,8 @@ from keras_hash.index.milvus_collection import (
     server_max_id,
 )
 
-#: Milvus's largest ``topk`` (``limit``) and ``nq`` for one search.
-MAX_TOPK = 16384
 #: Largest BINARY_VECTOR dimension Milvus accepts.
 MAX_BITS = 32768
-
-# Results fetched per search call (queries x limit): bounds message sizes, and
-# Milvus Lite answered fastest near this size (measured).
-_HITS_PER_CALL = 1 << 18
-# Limit of the first range search of each query (faster than MAX_TOPK).
-_FIRST_LIMIT = 1024
 # Ids per "id in [...]" expression.
 _IDS_PER_EXPR = 8192
 # Bytes per insert call (gRPC messages are capped at 64 MiB by default).
@@ -432,7 +401,7 @@ class MilvusHammingIndex(BinaryIndex):
     @property
     def max_k(self) -> int:
         """Milvus's largest search (``topk``): 16,384."""
-        return MAX_TOPK
+        return milvus_search.MAX_TOPK
 
     def _searchable(self) -> int:
         self._check_usable()
@@ -440,15 +409,15 @@ class MilvusHammingIndex(BinaryIndex):
 
     def _knn_candidates(self, queries: np.ndarray, k: int):
         """A few more than k per query, as dense rows (padded past what came)."""
-        limit = min(max(2 * k, k + 16), MAX_TOPK)
+        limit = min(max(2 * k, k + 16), milvus_search.MAX_TOPK)
         dist = np.full((len(queries), limit), self._bits + 1, np.int64)
         ids = np.full((len(queries), limit), PAD_ID, np.int64)
-        for row, (d, i, _) in enumerate(self._search(queries, limit)):
+        for row, (d, i, _) in enumerate(milvus_search.search(self, queries, limit)):
             dist[row, : len(d)], ids[row, : len(i)] = d, i
         return dist, ids
 
     def _range_candidates(self, queries: np.ndarray, lo: int, hi: int, need=None):
-        return csr_from_rows(self._collect(queries, lo, hi, need))
+        return csr_from_rows(milvus_search.collect(self, queries, lo, hi, need))
 
     # -- internals ---------------------------------------------------------------
 
@@ -532,94 +501,6 @@ class MilvusHammingIndex(BinaryIndex):
                 "refuses further calls: close it and open the collection again"
             ) from e
 
-    def _search(self, queries, limit, lo=None, hi=None, id_range=None):
-        """One Milvus search per block of queries; per query (distances, ids, cut).
-
-        ``lo``/``hi``: keep distances in ``[lo, hi]`` (a range search);
-        ``id_range``: keep ids in ``[a, b]``. ``cut``: the search may have
-        left out items in range (it stopped at ``limit``).
-
-        On ``BIN_IVF_FLAT`` a range search is a k-NN search of ``limit``
-        items filtered here: Milvus 2.3's IVF range search leaves out items
-        within the radius even with ``nprobe = nlist`` (measured on 2.3.5:
-        1,079 of 1,587 found), while its k-NN search over the same lists
-        finds them all.
-        """
-        ivf = self._index_type == "BIN_IVF_FLAT"
-        params = {"nprobe": self._nprobe} if ivf else {}
-        if hi is not None and not ivf:
-            # Milvus keeps range_filter <= d < radius for HAMMING (measured).
-            params["radius"] = int(hi) + 1
-            params["range_filter"] = int(lo)
-        expr = "" if id_range is None else _range_expr(self._id_field, *id_range)
-        block = max(1, min(MAX_TOPK, _HITS_PER_CALL // limit))
-        out = []
-        for start in range(0, len(queries), block):
-            result = self._client.search(
-                self._name,
-                data=[q.tobytes() for q in queries[start : start + block]],
-                filter=expr,
-                limit=int(limit),
-                output_fields=[],
-                search_params={"metric_type": "HAMMING", "params": params},
-                anns_field=self._code_field,
-                timeout=self._timeout,
-                consistency_level="Strong",
-            )
-            for hits in result:
-                dist, ids = _hit_arrays(hits)
-                cut = len(dist) >= limit
-                if hi is not None and ivf:
-                    cut = cut and bool(dist.max() <= hi)
-                    keep = (dist >= lo) & (dist <= hi)
-                    dist, ids = dist[keep], ids[keep]
-                out.append((dist, ids, cut))
-        return out
-
-    def _collect(self, queries, lo, hi, need):
-        """Every item at distance ``lo..hi`` of each query, past Milvus's limit.
-
-        A first search keeps up to ``_FIRST_LIMIT`` items per query (Milvus
-        works faster with a small limit); queries that fill it are searched
-        again with ``MAX_TOPK``. A query cut at ``MAX_TOPK`` results is
-        searched again over halves of the id range, lower half
-        first, halving until no part is cut. With ``need`` (one count per
-        query), a query stops once it holds that many items from a prefix of
-        the id range: the smallest ids at those distances are then all in hand.
-        """
-        hits = self._search(queries, min(_FIRST_LIMIT, MAX_TOPK), lo, hi)
-        full = [row for row, hit in enumerate(hits) if hit[2]]
-        if full and _FIRST_LIMIT < MAX_TOPK:
-            again = self._search(queries[full], MAX_TOPK, lo, hi)
-            for row, found in zip(full, again, strict=True):
-                hits[row] = found
-        return [
-            self._split(queries[row], lo, hi, None if need is None else need[row])
-            if cut  # at MAX_TOPK: cut where Milvus stopped
-            else (dist, ids)
-            for row, (dist, ids, cut) in enumerate(hits)
-        ]
-
-    def _split(self, query, lo, hi, need):
-        """``_collect`` for one query whose search over all ids was cut."""
-        mid = MIN_ID + (MAX_ID - MIN_ID) // 2
-        stack = [(mid + 1, MAX_ID), (MIN_ID, mid)]  # the top is searched next
-        dists, idss = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)]
-        held = 0
-        while stack:
-            a, b = stack.pop()
-            dist, ids, cut = self._search(query[None], MAX_TOPK, lo, hi, (a, b))[0]
-            if cut and a < b:  # cut again: halve
-                mid = a + (b - a) // 2
-                stack += [(mid + 1, b), (a, mid)]
-                continue
-            dists.append(dist)
-            idss.append(ids)
-            held += len(dist)
-            if need is not None and held >= need:
-                break
-        return np.concatenate(dists), np.concatenate(idss)
-
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -651,26 +532,6 @@ def _chunks(array: np.ndarray, size: int):
 
 def _in_expr(field: str, ids: np.ndarray) -> str:
     return f"{field} in [{', '.join(str(int(i)) for i in ids)}]"
-
-
-def _range_expr(field: str, a: int, b: int) -> str:
-    terms = []
-    if a > MIN_ID:
-        terms.append(f"{field} >= {a}")
-    if b < MAX_ID:
-        terms.append(f"{field} <= {b}")
-    return " and ".join(terms)
-
-
-def _hit_arrays(hits) -> tuple[np.ndarray, np.ndarray]:
-    """(int32 distances, int64 ids) of one query's hits."""
-    ids, dist = getattr(hits, "ids", None), getattr(hits, "distances", None)
-    if ids is None or dist is None:  # pymilvus 2.5: a list of dicts
-        ids = [hit["id"] for hit in hits]
-        dist = [hit["distance"] for hit in hits]
-    ids = np.asarray(ids, np.int64).reshape(-1)
-    dist = np.rint(np.asarray(dist, np.float64)).astype(np.int32).reshape(-1)
-    return dist, ids
 
 
 def _progress(progress, total: int):

@@ -17,7 +17,10 @@ import pytest
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from keras_hash.index import HammingIndex  # noqa: E402
+from keras_hash.index import (
+    HammingIndex,  # noqa: E402
+    milvus_search,  # noqa: E402
+)
 from keras_hash.index import milvus as milvus_module  # noqa: E402
 from keras_hash.index.milvus import MilvusHammingIndex  # noqa: E402
 from tests import reference  # noqa: E402
@@ -150,13 +153,13 @@ class TestSearch:
         # With at most 64 results per search, ~200 items within radius 5 of
         # 16-bit queries, and the ~220 ties at distance 2 of 8-bit ones, need
         # searches over halves of the id range.
-        monkeypatch.setattr(milvus_module, "MAX_TOPK", 64)
-        monkeypatch.setattr(milvus_module, "_FIRST_LIMIT", 16)  # then 64
+        monkeypatch.setattr(milvus_search, "MAX_TOPK", 64)
+        monkeypatch.setattr(milvus_search, "_FIRST_LIMIT", 16)  # then 64
         splits = []
-        split = MilvusHammingIndex._split
+        split = milvus_search.split
         monkeypatch.setattr(
-            MilvusHammingIndex,
-            "_split",
+            milvus_search,
+            "split",
             lambda *args: splits.append(args[-1]) or split(*args),
         )
         rng = np.random.default_rng(7)

@@ -28,8 +28,11 @@ import pytest
 
 pytest.importorskip("pymilvus")
 
-from keras_hash.index import PAD_ID, MilvusHammingIndex  # noqa: E402
-from keras_hash.index import milvus as milvus_module  # noqa: E402
+from keras_hash.index import (  # noqa: E402
+    PAD_ID,
+    MilvusHammingIndex,
+    milvus_search,  # noqa: E402
+)
 from tests import reference  # noqa: E402
 
 pytestmark = pytest.mark.numpy_only  # no Keras session to reset
@@ -117,8 +120,8 @@ def test_ivf_past_the_result_limit(ivf, data, monkeypatch):
     # At most 64 results per search: the 144 ties at distance 2 of the
     # first query (k-NN, k = 40) and its range search need searches over
     # parts of the id range (on BIN_IVF_FLAT, k-NN searches filtered here).
-    monkeypatch.setattr(milvus_module, "MAX_TOPK", 64)
-    monkeypatch.setattr(milvus_module, "_FIRST_LIMIT", 16)
+    monkeypatch.setattr(milvus_search, "MAX_TOPK", 64)
+    monkeypatch.setattr(milvus_search, "_FIRST_LIMIT", 16)
     codes, ids, queries = data
     want = _assert_exact(ivf, queries[:1], codes, ids, k=40, radius=3)
     assert np.sum(want[0][0] <= 3) > 64
