@@ -9,6 +9,7 @@ import os
 import keras
 import numpy as np
 
+from keras_hash.arguments import check_int
 from keras_hash.distribute import check_same_on_workers, is_chief
 from keras_hash.files import write_atomic
 from keras_hash.labels import check_labels
@@ -28,7 +29,11 @@ class StepBackup(keras.callbacks.Callback):
     name and renamed, so a process killed while saving leaves the previous
     backup intact. :meth:`restore` loads it and returns the step to resume
     from; pair it with a data stream that can start at any step, such as
-    :func:`keras_hash.datasets.train_dataset`.
+    :func:`keras_hash.datasets.train_dataset`. The small ``backup.json``
+    records the step and the name and shape of every model and optimizer
+    variable, so restoring into a model of another shape (other ``bits``,
+    another backbone) is refused naming the variables that differ, and an
+    unreadable backup is refused naming the file to delete.
 
     ```python
     backup = keras_hash.callbacks.StepBackup("run/backup", save_freq=100)
@@ -51,10 +56,8 @@ class StepBackup(keras.callbacks.Callback):
 
     def __init__(self, backup_dir: str, save_freq: int = 100):
         super().__init__()
-        if int(save_freq) < 1:
-            raise ValueError(f"save_freq must be >= 1, got {save_freq}")
+        self.save_freq = check_int(save_freq, "save_freq", minimum=1)
         self.backup_dir = os.fspath(backup_dir)
-        self.save_freq = int(save_freq)
         self.weights_path = os.path.join(self.backup_dir, BACKUP_WEIGHTS)
         self.info_path = os.path.join(self.backup_dir, BACKUP_INFO)
         self._step = 0
@@ -81,7 +84,7 @@ class StepBackup(keras.callbacks.Callback):
         os.makedirs(self.backup_dir, exist_ok=True)
         write_atomic(self.weights_path, self.model.save_weights)
         step = int(self.model.optimizer.iterations.numpy())
-        info = json.dumps({"step": step})
+        info = json.dumps({"step": step, "variables": _variables(self.model)})
         write_atomic(self.info_path, lambda p: _write_text(p, info))
 
     def restore(self, model: keras.Model) -> int:
@@ -111,8 +114,50 @@ class StepBackup(keras.callbacks.Callback):
             strategy = getattr(model, "distribute_strategy", None)
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
                 model.optimizer.build(model.trainable_variables)
-        model.load_weights(self.weights_path)
+        self._check_shapes(model)
+        try:
+            model.load_weights(self.weights_path)
+        except Exception as error:  # h5py and Keras raise many kinds
+            raise ValueError(
+                f"Cannot restore the backup {self.weights_path} ({error}). If it "
+                f"is truncated or corrupt, delete the folder {self.backup_dir} to "
+                "restart this phase from step 0"
+            ) from error
         return int(model.optimizer.iterations.numpy())
+
+    def _check_shapes(self, model) -> None:
+        """Refuses a backup whose variables differ from the model's, naming them."""
+        fix = f"delete the folder {self.backup_dir} to restart this phase from step 0"
+        if not os.path.exists(self.info_path):
+            return  # killed between the first weights and info: Keras checks
+        try:
+            with open(self.info_path, encoding="utf-8") as file:
+                saved = [
+                    (str(n), list(shape)) for n, shape in json.load(file)["variables"]
+                ]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"The backup's {self.info_path} is corrupt ({error!r}): {fix}"
+            ) from None
+        now = _variables(model)
+        # Keras matches variables by position (names change with each
+        # instance: hash_net_1/...), so compare the shapes in order.
+        if [shape for _, shape in saved] == [shape for _, shape in now]:
+            return
+        differ = [
+            f"{old[0]} {old[1]} in the backup, {new[0]} {new[1]} now"
+            for old, new in zip(saved, now, strict=False)
+            if old[1] != new[1]
+        ]
+        if len(saved) != len(now):
+            differ.insert(0, f"{len(saved)} variables in the backup, {len(now)} now")
+        shown = "; ".join(differ[:4])
+        shown += f"; and {len(differ) - 4} more" * (len(differ) > 4)
+        raise ValueError(
+            f"The backup in {self.backup_dir} was written by a model of another "
+            f"shape (other bits, backbone or optimizer?): {shown}. Rerun with "
+            f"that model to resume, or {fix}"
+        )
 
     def clear(self) -> None:
         """Deletes the backup files (call once training has finished)."""
@@ -121,6 +166,14 @@ class StepBackup(keras.callbacks.Callback):
                 os.remove(path)
         if os.path.isdir(self.backup_dir) and not os.listdir(self.backup_dir):
             os.rmdir(self.backup_dir)
+
+
+def _variables(model) -> list:
+    """``[[path, shape], ...]`` of the model's and its optimizer's variables."""
+    variables = list(model.weights)
+    if model.optimizer is not None:
+        variables += list(model.optimizer.variables)
+    return [[getattr(v, "path", v.name), [int(d) for d in v.shape]] for v in variables]
 
 
 def _write_text(path: str, text: str) -> None:
@@ -163,17 +216,15 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         batch_size: int = 256,
     ):
         super().__init__()
-        if int(every) < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
+        self.every = check_int(every, "every", minimum=1)
+        self.top_k = None if top_k is None else check_int(top_k, "top_k", minimum=1)
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         # Labels follow keras_hash.labels: [N, 1] (keras.datasets) are class ids.
         self.query = (np.asarray(query[0]), check_labels(query[1], name="query labels"))
         self.database = (
             np.asarray(database[0]),
             check_labels(database[1], name="database labels"),
         )
-        self.every = int(every)
-        self.top_k = top_k
-        self.batch_size = int(batch_size)
         self.history = []
 
     def on_epoch_end(self, epoch, logs=None):

@@ -18,7 +18,18 @@ the state of two different configurations:
   ``state/``.
 - :meth:`Run.finish` writes ``metrics.json`` (the configuration and the
   results, atomically) and only then deletes the state: a run killed at any
-  point before that (training, evaluation, export) loses nothing.
+  point before that (training, evaluation, export) loses nothing, and one
+  killed during it leaves either its state or its ``metrics.json``.
+
+One writer per folder: :meth:`Run.start` (or the first write) takes the
+folder's lock, ``run.lock`` (an exclusive ``flock`` holding the owner's
+host and PID), until :meth:`Run.finish` (which deletes it) or
+:meth:`Run.close`. A second
+``Run`` on the folder, in this process or another, gets
+:class:`RunInUseError` naming the owner; the lock of a dead process is
+released by the OS and taken over. A folder holding a finished run's
+``metrics.json`` is refused, never trained over. Under a multi-worker
+strategy only the chief (``TF_CONFIG``) takes the lock and writes.
 
 ```python
 run = keras_hash.training.Run("runs/digits", config={"bits": 32, "epochs": 5})
@@ -38,25 +49,36 @@ in float32 with the same weights, for saving and export.
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 import os
 import shutil
+import socket
 import sys
 import time
+import warnings
 
 import keras
 
+from keras_hash import batch_norm
+from keras_hash.arguments import check_int
 from keras_hash.callbacks import StepBackup
 from keras_hash.distribute import is_chief
-from keras_hash.files import write_atomic, write_text_atomic
+from keras_hash.files import staging_name, write_atomic, write_text_atomic
 
 CONFIG_FILE = "run_config.json"
 METRICS_FILE = "metrics.json"
 STATE_DIR = "state"
+LOCK_FILE = "run.lock"
 
 
 class ConfigMismatchError(ValueError):
     """The run folder holds the state of a run with another configuration."""
+
+
+class RunInUseError(RuntimeError):
+    """Another live :class:`Run` (this process or another) holds the run folder."""
 
 
 class Run:
@@ -68,21 +90,46 @@ class Run:
             that changes what is trained belongs here: a rerun resumes only
             under the same values.
         save_freq: steps between backups in :meth:`fit`. Defaults to 100.
+
+    ``with Run(...) as run:`` releases the folder's lock on leaving (as
+    :meth:`close` does); :meth:`finish` releases it too.
     """
 
     def __init__(self, directory, config: dict, save_freq: int = 100):
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
+        _check_finite(config, "config")
         try:
             self._config_text = json.dumps(config, sort_keys=True, indent=2)
         except (TypeError, ValueError) as error:
             raise TypeError(f"config must be JSON-serializable: {error}") from None
-        if isinstance(save_freq, bool) or int(save_freq) < 1:
-            raise ValueError(f"save_freq must be an int >= 1, got {save_freq!r}")
+        self.save_freq = check_int(save_freq, "save_freq", minimum=1)
         self.directory = os.fspath(directory)
         self.config = json.loads(self._config_text)
-        self.save_freq = int(save_freq)
-        self._chief = True  # False on a non-chief worker once fit has run
+        self._chief = _chief_by_tf_config()  # fit refines it from the strategy
+        self._lock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self) -> None:
+        """Releases the folder's lock (the state stays, to resume later)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    @property
+    def lock_path(self) -> str:
+        return os.path.join(self.directory, LOCK_FILE)
+
+    def _hold_lock(self) -> None:
+        """Takes the folder's lock unless held; RunInUseError when another has it."""
+        if self._lock is None and self._chief:
+            os.makedirs(self.directory, exist_ok=True)
+            self._lock = _take_lock(self.lock_path)
 
     @property
     def config_path(self) -> str:
@@ -112,27 +159,64 @@ class Run:
         Raises:
             ConfigMismatchError: the state was made under another config (or
                 under an unknown one).
+            RunInUseError: another live ``Run`` holds the folder.
+            FileExistsError: the folder holds a finished run's
+                ``metrics.json``.
         """
         os.makedirs(self.directory, exist_ok=True)
+        self._hold_lock()
+        try:
+            return self._start()
+        except BaseException:
+            self.close()  # a refused run holds nothing
+            raise
+
+    def _start(self) -> bool:
+        if os.path.exists(self.metrics_path):
+            raise FileExistsError(
+                f"{self.directory} holds a finished run: {self.metrics_path} "
+                f"exists ({self._finished_config()}). Use another folder, or "
+                f"delete {METRICS_FILE} (and any state/) to train again."
+            )
         resuming = self.has_state()
         if resuming:
             self._check_saved_config()
-        write_text_atomic(self.config_path, self._config_text)
+        if self._chief:
+            write_text_atomic(self.config_path, self._config_text)
         return resuming
 
+    def _finished_config(self) -> str:
+        """How the finished run's config differs from this one, in words."""
+        left = "; its state/ is left from an interrupted finish" * self.has_state()
+        try:
+            with open(self.metrics_path, encoding="utf-8") as file:
+                saved = json.load(file)["config"]
+            changed = _differences(saved, self.config)
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            return f"its config is unreadable{left}"
+        if not changed:
+            return f"this configuration already finished{left}"
+        return f"it finished with another configuration: {', '.join(changed)}{left}"
+
     def _check_saved_config(self) -> None:
+        state = os.path.join(self.directory, STATE_DIR)
         if not os.path.exists(self.config_path):
             raise ConfigMismatchError(
                 f"{self.directory} holds training state but no {CONFIG_FILE}: "
-                "delete its state/ folder to start over"
+                f"delete {state} to start over"
             )
-        with open(self.config_path) as file:
-            saved = json.load(file)
-        changed = [
-            f"{key}={saved.get(key)!r} (now {self.config.get(key)!r})"
-            for key in sorted(set(saved) | set(self.config))
-            if saved.get(key) != self.config.get(key)
-        ]
+        try:
+            with open(self.config_path, encoding="utf-8") as file:
+                saved = json.load(file)
+            if not isinstance(saved, dict):
+                raise ValueError(f"a JSON {type(saved).__name__}, not an object")
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ConfigMismatchError(
+                f"{self.config_path} is corrupt ({error}), so the state in "
+                f"{state} cannot be checked against this config: delete {state} "
+                f"and {self.config_path} to start over"
+            ) from None
+        changed = _differences(saved, self.config)
         if changed:
             raise ConfigMismatchError(
                 f"{self.directory} holds the state of a run with another "
@@ -182,6 +266,7 @@ class Run:
             raise TypeError("dataset must be a callable start_step -> dataset")
         total = epochs * steps_per_epoch
         self._chief = is_chief(getattr(model, "distribute_strategy", None))
+        self._hold_lock()
         backup = StepBackup(self.state_path(phase), self.save_freq)
         start = step = backup.restore(model)
         if start:
@@ -191,10 +276,7 @@ class Run:
         started = time.perf_counter()
         # Precise BatchNorm statistics once, from the phase's first batches,
         # not at the end of each fit call (a resumed run makes two).
-        precise = getattr(model, "precise_batch_norm", False)
-        if precise:
-            model.precise_batch_norm = False
-        try:
+        with batch_norm.once_after(model, lambda: dataset(0)):
             while step < total:
                 epoch, offset = divmod(step, steps_per_epoch)
                 model.fit(
@@ -213,11 +295,6 @@ class Run:
                         "dataset ran out of batches?)"
                     )
                 step = done
-        finally:
-            if precise:
-                model.precise_batch_norm = True
-        if precise:
-            model.recompute_batch_norm(dataset(0))
         return {
             "train_seconds": time.perf_counter() - started,
             "resumed_from_step": start,
@@ -232,6 +309,7 @@ class Run:
         ```
         """
         path = self.state_path(name)
+        self._hold_lock()
         write_atomic(path, write)
         return path
 
@@ -240,7 +318,10 @@ class Run:
 
         Call it once every final artifact (model file, exports) is written.
         After :meth:`fit` under a multi-worker strategy, only the chief
-        writes and deletes; the other workers just return the path.
+        writes and deletes; the other workers just return the path. A
+        process killed during ``finish`` leaves the state (rerun to finish)
+        or the whole ``metrics.json`` (the run is done), never neither. The
+        folder's lock is released.
 
         Returns:
             The path of ``metrics.json``.
@@ -249,11 +330,21 @@ class Run:
             raise TypeError(f"record must be a dict, got {type(record).__name__}")
         if not self._chief:
             return self.metrics_path
+        self._hold_lock()
         text = json.dumps({"config": self.config, **record}, indent=2)
         write_text_atomic(self.metrics_path, text)
-        shutil.rmtree(os.path.join(self.directory, STATE_DIR), ignore_errors=True)
+        state = os.path.join(self.directory, STATE_DIR)
+        if os.path.isdir(state):
+            # One rename, then the slow delete: a kill leaves a staging
+            # folder that the next atomic write in this folder removes.
+            doomed = os.path.join(self.directory, staging_name())
+            os.rename(state, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
         if os.path.exists(self.config_path):
             os.remove(self.config_path)
+        if self._lock is not None:
+            os.remove(self.lock_path)  # safe: takers check the inode they lock
+        self.close()
         return self.metrics_path
 
 
@@ -299,6 +390,106 @@ def _float32_config(config):
 
 
 def _positive(value, name: str) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
+    return check_int(value, name, minimum=1)
+
+
+def _differences(saved: dict, config: dict) -> list:
+    """``["key=saved (now new)", ...]`` for the keys whose values differ."""
+    return [
+        f"{key}={saved.get(key)!r} (now {config.get(key)!r})"
+        for key in sorted(set(saved) | set(config))
+        if saved.get(key) != config.get(key)
+    ]
+
+
+def _check_finite(value, where: str) -> None:
+    """Refuses NaN and infinities anywhere in a config: NaN != NaN on resume."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(
+            f"{where} is {value!r}: a run's config must equal itself to be "
+            "checked on resume (NaN never does); use a finite number or a string"
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{where}[{i}]")
+
+
+def _chief_by_tf_config() -> bool:
+    """Whether ``TF_CONFIG`` (if any) makes this process the cluster's chief."""
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        cluster, task = config.get("cluster") or {}, config.get("task") or {}
+    except (ValueError, AttributeError):
+        return True  # distribute checks TF_CONFIG itself
+    if not cluster or not task:
+        return True
+    if "chief" in cluster:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+class _Lock:
+    """An open, ``flock``-ed lock file; closing it releases the lock."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the flock
+            self.fd = None
+
+    def __del__(self):
+        self.close()
+
+
+def _take_lock(path: str) -> _Lock:
+    """Exclusive lock of ``path`` for this process, with its host and PID in it."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _lock_owner(fd)
+            os.close(fd)
+            raise RunInUseError(
+                f"Run folder {os.path.dirname(path)} is in use by {owner} (lock "
+                f"{path}): wait for that run to end, or use another folder. Two "
+                "runs in one folder would overwrite each other's backups and "
+                "metrics."
+            ) from None
+        except OSError as error:  # a file system without locks
+            warnings.warn(
+                f"Cannot lock {path} ({error}): a second run in this folder will "
+                "not be detected",
+                stacklevel=3,
+            )
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # deleted or replaced while we locked it: lock the new one
+            os.close(fd)
+            continue
+        owner = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": datetime.datetime.now(datetime.UTC).isoformat(),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(owner).encode(), 0)
+        return _Lock(fd)
+
+
+def _lock_owner(fd: int) -> str:
+    try:
+        owner = json.loads(os.pread(fd, 4096, 0).decode())
+        pid, host, since = owner["pid"], owner["host"], owner["since"]
+        return f"process {pid} on host {host} (since {since})"
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "another process"

@@ -81,6 +81,7 @@ def test_other_config_is_refused_naming_the_differences(tmp_path):
     run = training.Run(tmp_path, {"bits": 16, "lr": 0.05})
     run.start()
     run.save_state("backbone.weights.h5", lambda p: open(p, "w").close())
+    run.close()  # the process ends
     other = training.Run(tmp_path, {"bits": 32, "lr": 0.05, "seed": 1})
     with pytest.raises(training.ConfigMismatchError, match=r"bits=16 \(now 32\)") as e:
         other.start()
@@ -118,6 +119,7 @@ def test_state_is_kept_when_the_run_dies_before_finish(tmp_path):
     model = make_model()
     run.fit(model, stream, epochs=1, steps_per_epoch=SPE, verbose=0)
     # Training is over; the process dies before finish (e.g. while exporting).
+    run.close()
     assert os.path.exists(tmp_path / "state" / "train" / "backup.weights.h5")
     again = make_model(seed=3)
     info = training.Run(tmp_path, {"bits": 16}).fit(
@@ -143,7 +145,7 @@ def test_bad_run_arguments_are_named(tmp_path, kwargs, error, message):
 
 def test_bad_fit_and_state_arguments_are_named(tmp_path):
     run = training.Run(tmp_path, {})
-    with pytest.raises(ValueError, match="epochs must be an int >= 1"):
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
         run.fit(make_model(), stream, epochs=0, steps_per_epoch=1)
     with pytest.raises(TypeError, match="callable"):
         run.fit(make_model(), stream(0), epochs=1, steps_per_epoch=1)
@@ -174,3 +176,213 @@ def test_float32_copy_computes_in_float32_with_the_same_weights():
 def test_float32_copy_of_a_float32_model_is_the_model():
     model = make_model()
     assert training.float32_copy(model) is model
+
+
+# --- one writer per folder, damaged folders (issue 30, class 4) -------------
+
+# A second process that holds a run folder until killed.
+HOLDER = """
+import sys, time, types
+sys.modules["keras_hash"] = types.ModuleType("keras_hash")
+sys.modules["keras_hash"].__path__ = [sys.argv[1]]
+from keras_hash import training
+run = training.Run(sys.argv[2], {"bits": 16})
+run.start()
+print("started", flush=True)
+time.sleep(120)
+"""
+
+
+def start_holder(folder):
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, os.path.dirname(training.__file__), str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "started"
+    return child
+
+
+def test_a_second_process_gets_in_use_and_a_dead_owner_is_taken_over(tmp_path):
+    holder = start_holder(tmp_path)
+    try:
+        with pytest.raises(
+            training.RunInUseError, match=f"process {holder.pid} on host"
+        ):
+            training.Run(tmp_path, {"bits": 16}).start()
+        with pytest.raises(training.RunInUseError, match="in use"):
+            training.Run(tmp_path, {"bits": 16}).finish({"map": 1.0})
+        assert not os.path.exists(tmp_path / "metrics.json")
+    finally:
+        holder.kill()  # SIGKILL: the lock file stays, its flock goes
+        holder.wait()
+    assert os.path.exists(tmp_path / "run.lock")
+    run = training.Run(tmp_path, {"bits": 16})
+    assert run.start() is False
+    assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
+
+
+def test_two_runs_in_one_process_and_release(tmp_path):
+    first = training.Run(tmp_path, {"bits": 16})
+    first.start()
+    # Before: the second run trained into the same folder.
+    with pytest.raises(training.RunInUseError, match=f"process {os.getpid()}"):
+        training.Run(tmp_path, {"bits": 16}).start()
+    first.close()
+    with training.Run(tmp_path, {"bits": 16}) as second:
+        second.start()
+    training.Run(tmp_path, {"bits": 16}).start()
+
+
+def test_a_finished_run_is_not_trained_over(tmp_path):
+    run = training.Run(tmp_path, {"bits": 16})
+    run.start()
+    run.finish({"map": 0.5})
+    assert not os.path.exists(tmp_path / "run.lock")
+    # Before: a rerun trained again and overwrote metrics.json.
+    with pytest.raises(
+        FileExistsError, match="metrics.json.*this configuration already"
+    ):
+        training.Run(tmp_path, {"bits": 16}).start()
+    with pytest.raises(
+        FileExistsError, match=r"another configuration: bits=16 \(now 32\)"
+    ):
+        training.Run(tmp_path, {"bits": 32}).start()
+    assert json.loads((tmp_path / "metrics.json").read_text())["map"] == 0.5
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), [1.0, float("-inf")]])
+def test_a_config_that_cannot_equal_itself_is_refused(tmp_path, value):
+    # Before: NaN was written, and every resume reported "lr=nan (now nan)".
+    with pytest.raises(ValueError, match=r"config\['opt'\]\['lr'\].* equal itself"):
+        training.Run(tmp_path, {"opt": {"lr": value}})
+
+
+def test_a_corrupt_config_names_the_file_and_what_to_delete(tmp_path):
+    run = training.Run(tmp_path, {"bits": 16})
+    run.start()
+    run.save_state("x.bin", lambda p: open(p, "w").close())
+    run.close()
+    (tmp_path / "run_config.json").write_text('{"bits": 1')  # truncated
+    with pytest.raises(
+        training.ConfigMismatchError, match=r"run_config.json is corrupt.*delete"
+    ):
+        training.Run(tmp_path, {"bits": 16}).start()
+
+
+def test_resuming_with_another_model_shape_names_the_variables(tmp_path):
+    run = training.Run(tmp_path, {"lr": 0.05}, save_freq=4)
+    run.start()
+    run.fit(make_model(), stream, epochs=1, steps_per_epoch=SPE, verbose=0)
+    run.close()
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, "relu")])
+    wider = keras_hash.HashNet(backbone, bits=16)  # bits not in the config
+    wider.build((None, 6))
+    wider.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    again = training.Run(tmp_path, {"lr": 0.05}, save_freq=4)
+    again.start()
+    with pytest.raises(
+        ValueError,
+        match=r"another shape.*\[8, 8\] in the backup.*\[8, 16\] now.*delete",
+    ):
+        again.fit(wider, stream, epochs=1, steps_per_epoch=SPE, verbose=0)
+
+
+def test_a_truncated_backup_names_the_file_to_delete(tmp_path):
+    run = training.Run(tmp_path, {"lr": 0.05}, save_freq=4)
+    run.start()
+    run.fit(make_model(), stream, epochs=1, steps_per_epoch=SPE, verbose=0)
+    run.close()
+    weights = tmp_path / "state" / "train" / "backup.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:500])
+    again = training.Run(tmp_path, {"lr": 0.05})
+    again.start()
+    with pytest.raises(ValueError, match=r"backup.weights.h5.*delete the folder"):
+        again.fit(make_model(), stream, epochs=1, steps_per_epoch=SPE, verbose=0)
+
+
+@pytest.mark.parametrize("save_freq", [2.5, True, "3", 2.0])
+def test_save_freq_must_be_an_int(tmp_path, save_freq):
+    # Before: 2.5 became 2 and True became 1.
+    with pytest.raises(TypeError, match="save_freq must be an int"):
+        training.Run(tmp_path, {}, save_freq=save_freq)
+
+
+# Finishes a run with a hook that stops at one point of finish (then waits
+# to be killed).
+FINISHER = """
+import os, sys, time, types
+sys.modules["keras_hash"] = types.ModuleType("keras_hash")
+sys.modules["keras_hash"].__path__ = [sys.argv[1]]
+from keras_hash import files, training
+folder, point = sys.argv[2], sys.argv[3]
+run = training.Run(folder, {"bits": 16})
+run.start()
+run.save_state("phase.weights.h5", lambda p: open(p, "w").write("weights"))
+
+def hang():
+    print("hanging", flush=True)
+    time.sleep(120)
+
+if point == "metrics":
+    def write_half(path, text):
+        def write(staging):
+            open(staging, "w").write(text[: len(text) // 2])
+            hang()
+        files.write_atomic(path, write)
+    training.write_text_atomic = write_half
+else:
+    def slow_rmtree(path, **kwargs):
+        os.remove(os.path.join(path, "phase.weights.h5"))
+        hang()
+    training.shutil.rmtree = slow_rmtree
+run.finish({"map": 0.75})
+"""
+
+
+@pytest.mark.parametrize("point", ["metrics", "cleanup"])
+def test_sigkill_during_finish_loses_nothing(tmp_path, point):
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            FINISHER,
+            os.path.dirname(training.__file__),
+            str(tmp_path),
+            point,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "hanging"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    run = training.Run(tmp_path, {"bits": 16})
+    if point == "metrics":
+        # Killed before metrics.json was whole: no metrics, the state intact.
+        assert not os.path.exists(tmp_path / "metrics.json")
+        assert run.start() is True
+        with open(run.state_path("phase.weights.h5")) as file:
+            assert file.read() == "weights"
+        assert json.loads(open(run.finish({"map": 0.75})).read())["map"] == 0.75
+    else:
+        # Killed while deleting the state: the whole metrics.json is there.
+        assert json.loads((tmp_path / "metrics.json").read_text())["map"] == 0.75
+        assert not os.path.exists(tmp_path / "state")
+        with pytest.raises(FileExistsError, match="finished run"):
+            run.start()
+    # What the killed writer staged is removed as a dead writer's.
+    from keras_hash import files
+
+    files.remove_stale_staging(tmp_path)
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")] == []

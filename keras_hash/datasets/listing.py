@@ -154,10 +154,10 @@ def list_image_paths(directory) -> tuple:
     ```
     """
     directory = os.fspath(directory)
-    skipped = []
-    folders, _ = _entries(directory, skipped)
+    folders, _ = _entries(directory, [])
     if folders:
         return list_image_folder(directory).paths
+    skipped = []
     paths = tuple(_image_files(directory, skipped))
     _warn_skipped(directory, skipped)
     return paths

@@ -15,10 +15,10 @@ from keras_hash.arguments import check_bool, check_int
 CROP_PADDING = 4
 # What the crop's padding holds: zeros, or the image mirrored at its border.
 PADDING_MODES = ("constant", "reflect")
-# How training flips images: each independently at random, or (airbench)
-# each with a random flip in its first epoch that alternates every epoch.
-FLIP_MODES = ("random", "alternating")
-_FLIP_STREAM = 0x666C6970  # seeds the first flips apart from the epoch orders
+# How training flips images by name: each independently at random. A
+# callable ``flip(epoch, index, seed) -> [B] 0/1`` says it instead (e.g.
+# keras_hash.recipes.airbench.alternating_flips).
+FLIP_MODES = ("random",)
 
 
 def augment(
@@ -166,7 +166,7 @@ def train_dataset(
     low_res_size: int = 24,
     cutout: int = 0,
     padding_mode: str = "constant",
-    flip: str = "random",
+    flip="random",
 ) -> tf.data.Dataset:
     """A shuffled, augmented stream of training batches, resumable at any step.
 
@@ -202,9 +202,10 @@ def train_dataset(
             none).
         padding_mode: ``"constant"`` (zeros) or ``"reflect"``.
         flip: ``"random"`` (each image in each epoch with probability 1/2)
-            or ``"alternating"`` (a seeded random flip in the first epoch,
-            the other one in the next, and so on: airbench's variant, which
-            shows both orientations of every image in each pair of epochs).
+            or a callable ``flip(epoch, index, seed)`` returning the flips
+            (0 or 1, ``[B]``) of the images ``index`` (``int64 [B]``) in
+            ``epoch`` (a tensor), e.g. airbench's alternating flips
+            (:func:`keras_hash.recipes.airbench.alternating_flips`).
 
     Returns:
         A dataset of ``(uint8 [B, H, W, C], int32 [B])``.
@@ -226,21 +227,20 @@ def train_dataset(
         raise ValueError("low_res_steps needs augmentation=True (random crops)")
     if cutout and not augmentation:
         raise ValueError("cutout needs augmentation=True")
-    if flip not in FLIP_MODES:
-        raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
-    start = int(start_step) * int(batch_size)
-    if flip == "alternating":
-        each_epoch = steps_per_epoch(len(images), batch_size)
-        first_flips = tf.constant(
-            np.random.default_rng([seed, _FLIP_STREAM]).integers(0, 2, len(images))
+    if not callable(flip) and flip not in FLIP_MODES:
+        raise ValueError(
+            f"flip must be one of {FLIP_MODES} or a callable (epoch, index, seed) "
+            f"-> flips, got {flip!r}"
         )
+    start = int(start_step) * int(batch_size)
+    each_epoch = steps_per_epoch(len(images), batch_size)
     images = tf.constant(images)
     labels = tf.constant(np.asarray(labels, np.int32))
 
     def flips(step, index):
-        if flip == "random":
+        if not callable(flip):
             return None
-        return (tf.gather(first_flips, index) + step // each_epoch) % 2
+        return flip(step // each_epoch, index, seed)
 
     def loader(crop_size):
         def load(step, index):
