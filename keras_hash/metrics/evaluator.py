@@ -368,8 +368,8 @@ class RetrievalEvaluator:
             raise TypeError(f"{name} must be an int, got {value!r}")
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-        if name == "n" and value > self.n:
-            raise ValueError(f"n={value} exceeds the database size {self.n}")
+        if name in ("n", "k") and value > self.n:
+            raise ValueError(f"{name}={value} exceeds the database size {self.n}")
         return min(int(value), self.n)
 
     def _permutation(self, seed: int) -> RetrievalEvaluator:

@@ -197,7 +197,7 @@ class TestRecallDefinitions:
         def range_search(self, queries, radius):
             raise NotImplementedError
 
-    def score(self, distances, ids):
+    def score(self, distances, ids, k=2):
         # query 0x00; database ids 10..13 at distances 0, 1, 1, 1 (bits 8)
         stub = self.Stub(8, distances, ids)
         ev = keras_hash.RetrievalEvaluator(
@@ -210,7 +210,7 @@ class TestRecallDefinitions:
             bits=8,
             assume_packed=True,
         )
-        return ev.score_search(2)
+        return ev.score_search(k)
 
     def test_another_item_at_the_kth_distance_loses_nothing(self):
         # exact top 2, ties by id: 10 (d 0), 11 (d 1); 13 is also at d 1
@@ -233,6 +233,10 @@ class TestRecallDefinitions:
             self.score([[0, 1]], [[10, 99]])
         with pytest.raises(ValueError, match="an id twice"):
             self.score([[0, 0]], [[10, 10]])
+
+    def test_k_beyond_the_database_is_refused(self):
+        with pytest.raises(ValueError, match="k=5 exceeds the database size 4"):
+            self.score([[0, 1]], [[10, 11]], k=5)
 
     def test_scoring_lookups_needs_an_index(self, data):
         ev = keras_hash.RetrievalEvaluator(**data)
