@@ -174,3 +174,47 @@ def test_lookahead_sgd_round_trips_and_names_bad_values():
         airbench.LookaheadSGD(0.1, total_steps=10, period=0)
     with pytest.raises(ValueError, match="max_decay"):
         airbench.LookaheadSGD(0.1, total_steps=10, max_decay=1.0)
+
+
+def test_alternating_flips_switch_every_epoch_and_resume():
+    from keras_hash import datasets
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, 4, 4, 3), np.uint8)
+    labels = np.arange(24) % 3
+
+    def stream(start_step=0):
+        ds = datasets.train_dataset(
+            images,
+            labels,
+            6,
+            4,
+            seed=3,
+            padding=0,
+            flip=airbench.alternating_flips,
+            start_step=start_step,
+        )
+        return [(x.numpy(), y.numpy()) for x, y in ds]
+
+    out = stream()
+    lookup = {img.tobytes(): (i, 0) for i, img in enumerate(images)}
+    lookup.update({img[:, ::-1].tobytes(): (i, 1) for i, img in enumerate(images)})
+    flipped = np.full((4, 24), -1)
+    for step, (x, _) in enumerate(out):
+        for image in x:
+            index, mirrored = lookup[image.tobytes()]
+            flipped[step // 4, index] = mirrored
+    assert (flipped >= 0).all()  # every image once per epoch
+    assert 4 < flipped[0].sum() < 20  # the first epoch's flips are seeded coins
+    np.testing.assert_array_equal(flipped[1:], 1 - flipped[:-1])
+    for (x0, y0), (x1, y1) in zip(out[6:], stream(start_step=6), strict=True):
+        np.testing.assert_array_equal(x0, x1)
+        np.testing.assert_array_equal(y0, y1)
+
+
+def test_alternating_flips_depend_on_the_seed_and_are_balanced():
+    index = np.arange(10_000)
+    first = airbench.alternating_flips(0, index, 0).numpy()
+    other = airbench.alternating_flips(0, index, 1).numpy()
+    assert 4_800 < first.sum() < 5_200 and 0.4 < (first != other).mean() < 0.6
+    np.testing.assert_array_equal(airbench.alternating_flips(3, index, 0), 1 - first)
