@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from keras_hash import datasets  # noqa: E402
+from keras_hash import backbones, datasets  # noqa: E402
 from keras_hash.recipes import airbench, cifar  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -53,7 +53,7 @@ AUGMENTATION = {
 
 
 def classifier(whitening_images, total_steps):
-    backbone = airbench.whitened_cnn(whitening_images[:5000])
+    backbone = backbones.whitened_cnn(whitening_images[:5000])
     return airbench.airbench_classifier(backbone, 10, total_steps, BATCH_SIZE)
 
 

@@ -18,7 +18,7 @@ BatchNorm statistics), :mod:`~keras_hash.training`,
 dependencies import them when an index is made:
 ``keras_hash.index.IVFHammingIndex`` (FAISS, extra ``faiss``) and
 ``keras_hash.index.MilvusHammingIndex`` (extra ``milvus``);
-:mod:`keras_hash.bulk_encode` (Apache Beam, extra ``beam``) is imported by
+:mod:`keras_hash.beam` (bulk encoding on Apache Beam, extra ``beam``) is imported by
 name. Research recipes
 (CIFAR-10 protocols, airbench) are in :mod:`keras_hash.recipes`, which this
 package does not import.
