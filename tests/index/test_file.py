@@ -1,8 +1,8 @@
-"""Shared index file format and id rules (keras_hash.index.file).
+"""The checked index file format (keras_hash.index.file).
 
-The format's hostile-file cases run through both index classes in
-tests/test_index.py, tests/test_approximate_index.py and tests/test_hostile.py;
-here: the id rules and the header reader, against hand-written values.
+The format's hostile-file cases run through both in-memory kinds in
+tests/index/test_exact.py, tests/index/test_ivf.py, tests/index/test_faults.py
+and tests/test_hostile.py; here: the header reader, against hand-written values.
 """
 
 import json
@@ -11,57 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from keras_hash.index.base import MAX_ID, PAD_ID, check_ids, new_ids
 from keras_hash.index.file import load_archive, parse_json_header, save_archive
-
-
-class TestCheckIds:
-    def test_integers_pass_as_int64(self):
-        got = check_ids([5, -3, 2**63 - 1], 3)
-        assert got.dtype == np.int64
-        assert got.tolist() == [5, -3, 2**63 - 1]
-
-    @pytest.mark.parametrize(
-        "ids", [[2**63], [-(2**63) - 1], np.array([2**64 - 1], np.uint64)]
-    )
-    def test_values_outside_int64_are_refused_not_wrapped(self, ids):
-        with pytest.raises(ValueError, match=r"ids must be in -2\*\*63 "):
-            check_ids(ids, 1)
-
-    def test_lower_bound_and_reason_are_named(self):
-        with pytest.raises(ValueError, match=r"-2\*\*63 \+ 1 .. 2\*\*63 - 1 \(pads\)"):
-            check_ids([PAD_ID], 1, PAD_ID + 1, " (pads)")
-
-    def test_shape_and_dtype_errors(self):
-        with pytest.raises(ValueError, match=r"shape \(2,\)"):
-            check_ids([1, 2, 3], 2)
-        with pytest.raises(ValueError, match=r"shape \[n\]"):
-            check_ids([[1]], None)
-        with pytest.raises(TypeError, match="integers"):
-            check_ids([1.5], 1)
-
-    def test_any_length_when_n_is_none(self):
-        assert check_ids(np.arange(4), None).tolist() == [0, 1, 2, 3]
-
-
-class TestNewIds:
-    def test_defaults_follow_the_largest_existing_id(self):
-        assert new_ids(None, 3, np.array([-4, 7])).tolist() == [8, 9, 10]
-        assert new_ids(None, 2, np.zeros(0, np.int64)).tolist() == [0, 1]
-
-    def test_no_default_ids_past_int64(self):
-        with pytest.raises(ValueError, match="free default ids"):
-            new_ids(None, 2, np.array([MAX_ID - 1]))
-
-    def test_clashes_with_existing_and_repeats_are_named(self):
-        existing = np.array([1, 4, 9])
-        with pytest.raises(ValueError, match=r"repeated: \[4 9\]"):
-            new_ids([9, 5, 4], 3, existing)
-        with pytest.raises(ValueError, match=r"repeated: \[6\]"):
-            new_ids([6, 2, 6], 3, existing)
-
-    def test_fresh_ids_pass_in_given_order(self):
-        assert new_ids([10, 0, 5], 3, np.array([1, 4, 9])).tolist() == [10, 0, 5]
 
 
 class TestHeader:
