@@ -42,10 +42,9 @@ class TestKnn:
         distances, ids = index.search(queries, k)
         assert distances.dtype == np.int32 and ids.dtype == np.int64
         assert distances.shape == ids.shape == (45, k)
-        ranked = reference.ranking(database, np.arange(900), queries)
-        for row, (want_d, want_ids) in enumerate(ranked):
-            np.testing.assert_array_equal(distances[row], want_d[:k])
-            np.testing.assert_array_equal(ids[row], want_ids[:k])
+        reference.assert_knn_equal(
+            (distances, ids), database, np.arange(900), queries, k
+        )
 
     def test_k_equals_ntotal_returns_full_ranking(self, backend):
         rng = np.random.default_rng(5)
@@ -67,11 +66,7 @@ class TestKnn:
         index.add(database[:250], ids[:250])
         index.add(database[250:], ids[250:])
         distances, got = index.search(queries, 40)
-        for row, (want_d, want_ids) in enumerate(
-            reference.ranking(database, ids, queries)
-        ):
-            np.testing.assert_array_equal(distances[row], want_d[:40])
-            np.testing.assert_array_equal(got[row], want_ids[:40])
+        reference.assert_knn_equal((distances, got), database, ids, queries, 40)
 
     def test_all_identical_codes_rank_by_id(self, backend):
         index = HammingIndex(32, backend=backend)
@@ -87,11 +82,9 @@ class TestKnn:
         index = HammingIndex(8, backend=backend)
         index.add(database)
         distances, ids = index.search(queries, 30)
-        for row, (want_d, want_ids) in enumerate(
-            reference.ranking(database, np.arange(5000), queries)
-        ):
-            np.testing.assert_array_equal(distances[row], want_d[:30])
-            np.testing.assert_array_equal(ids[row], want_ids[:30])
+        reference.assert_knn_equal(
+            (distances, ids), database, np.arange(5000), queries, 30
+        )
 
 
 class TestFaissTies:
@@ -124,11 +117,9 @@ class TestFaissTies:
         index = HammingIndex(8, backend="faiss")
         index.add(database)
         distances, ids = index.search(queries, 123)
-        for row, (want_d, want_ids) in enumerate(
-            reference.ranking(database, np.arange(3000), queries)
-        ):
-            np.testing.assert_array_equal(distances[row], want_d[:123])
-            np.testing.assert_array_equal(ids[row], want_ids[:123])
+        reference.assert_knn_equal(
+            (distances, ids), database, np.arange(3000), queries, 123
+        )
 
     def test_this_faiss_ranks_ties_by_label(self):
         _faiss()
@@ -414,11 +405,9 @@ class TestSampledLimit:
         index = HammingIndex(16, backend="numpy")
         index.add(database)
         distances, ids = index.search(queries, 250)
-        for row, (want_d, want_ids) in enumerate(
-            reference.ranking(database, np.arange(70_000), queries)
-        ):
-            np.testing.assert_array_equal(distances[row], want_d[:250])
-            np.testing.assert_array_equal(ids[row], want_ids[:250])
+        reference.assert_knn_equal(
+            (distances, ids), database, np.arange(70_000), queries, 250
+        )
 
     def test_misleading_sample_falls_back(self, monkeypatch):
         # The strided sample (every 8th item) sees 40 codes at distance 0 and

@@ -71,10 +71,7 @@ def _assert_knn(index, queries, database, ids, k):
     distances, got_ids = index.search(queries, k)
     assert distances.dtype == np.int32 and got_ids.dtype == np.int64
     assert distances.shape == got_ids.shape == (len(queries), k)
-    ranked = reference.ranking(database, ids, queries)
-    for row, (want_d, want_ids) in enumerate(ranked):
-        np.testing.assert_array_equal(distances[row], want_d[:k])
-        np.testing.assert_array_equal(got_ids[row], want_ids[:k])
+    reference.assert_knn_equal((distances, got_ids), database, ids, queries, k)
 
 
 def _assert_range(index, queries, database, ids, radius):
