@@ -48,10 +48,25 @@ def codes_from_rest(response: str | bytes | dict, bits: int) -> np.ndarray:
     return check_packed(codes, bits=bits)
 
 
+def _serving_apis():
+    """TF Serving's protos, or an error naming how to install them."""
+    try:
+        import grpc  # noqa: F401
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            f'the gRPC client needs {error.name}: pip install "keras-hash[serving]" '
+            'and pip install --no-deps "tensorflow-serving-api>=2.18" (without '
+            "--no-deps it installs a second TensorFlow)"
+        ) from error
+    return predict_pb2, prediction_service_pb2_grpc
+
+
 def grpc_request(images: np.ndarray, model_name: str, signature=SERVING_SIGNATURE):
     """A ``tensorflow_serving.apis.predict_pb2.PredictRequest`` for images."""
     import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
+
+    predict_pb2, _ = _serving_apis()
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
@@ -84,8 +99,8 @@ def predict_rest(server: str, model_name: str, images, bits: int, timeout=30.0):
 
 def predict_grpc(server: str, model_name: str, images, bits: int, timeout=30.0):
     """Codes for images from a TF Serving gRPC endpoint (``host:port``)."""
+    _, prediction_service_pb2_grpc = _serving_apis()
     import grpc
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     with grpc.insecure_channel(server) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
