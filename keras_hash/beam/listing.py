@@ -102,6 +102,13 @@ def _read_id_csv(csv_path: str) -> tuple[list[str], list[int]]:
     return paths, ids
 
 
+def _has_rows(csv_path: str) -> bool:
+    with open(csv_path, newline="", encoding="utf-8-sig") as file:
+        rows = csv.reader(file, skipinitialspace=True)
+        next(rows, None)
+        return any(any(field.strip() for field in row) for row in rows)
+
+
 def _csv_header(csv_path: str) -> tuple[str, ...]:
     with open(csv_path, newline="", encoding="utf-8-sig") as file:
         first = next(csv.reader(file, skipinitialspace=True), [])
@@ -169,7 +176,10 @@ def list_images(images, ids="hash") -> tuple[list[str], np.ndarray]:
             if _csv_header(images) == ("path", "id"):
                 paths, given = _read_id_csv(images)
                 return _finish(paths, _check_ids(given, paths), "the CSV's ids")
-            paths = list(datasets.read_image_csv(images, check_files=False).paths)
+            paths = []
+            if _has_rows(images):  # a header alone: an empty job
+                csv_files = datasets.read_image_csv(images, check_files=False)
+                paths = list(csv_files.paths)
         elif os.path.isdir(images):
             root, paths = images, list(datasets.list_image_paths(images))
         elif WILDCARD.search(images):

@@ -177,11 +177,13 @@ def test_a_model_returning_other_row_counts_is_an_error(run, tmp_path, monkeypat
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
-def test_a_header_only_csv_is_an_empty_job(run, tmp_path):
-    (tmp_path / "ids.csv").write_text("path,id\n")
-    summary = beam.encode_images(tmp_path / "ids.csv", run["version"], tmp_path / "out")
+@pytest.mark.parametrize("header", ["path,id", "path,labels"])
+def test_a_header_only_csv_is_an_empty_job(run, tmp_path, header):
+    (tmp_path / "images.csv").write_text(f"{header}\n\n")
+    out = tmp_path / "out"
+    summary = beam.encode_images(tmp_path / "images.csv", run["version"], out)
     assert (summary["count"], summary["failed"], summary["listed"]) == (0, 0, 0)
-    codes, ids = beam.read_code_shards(tmp_path / "out")
+    codes, ids = beam.read_code_shards(out)
     assert codes.shape == (0, BITS // 8) and ids.shape == (0,)
 
 
