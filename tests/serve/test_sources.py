@@ -1,10 +1,14 @@
 """Indexes and id -> image maps the service opens, and its command line."""
 
+import io
 import json
+import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
+import keras_hash
 from keras_hash.recipes import cifar
 from keras_hash.serve import __main__ as cli
 from keras_hash.serve import sources
@@ -76,8 +80,6 @@ def test_run_catalog_maps_ids_to_the_runs_database_images(tmp_path):
     assert len(catalog) == len(split.database) == 15
     for image_id, pool_index in enumerate(split.database):
         with open(catalog.path(image_id), "rb") as file:
-            from PIL import Image
-
             np.testing.assert_array_equal(
                 np.asarray(Image.open(file)), images[pool_index]
             )
@@ -123,3 +125,54 @@ def test_command_line_builds_the_app(world):
     with TestClient(cli.build(args)) as client:
         info = client.get("/api/info").json()
     assert info["index"]["size"] == 40 and info["images"]["count"] == 40
+
+
+def fake_run(world, tmp_path, seed):
+    """A run folder as examples/train_cifar.py leaves it, over 16x16 images:
+    database.index holds the codes of the split's database images, ids 0.."""
+    rng = np.random.default_rng(0)
+    for part, count in (("train", 3), ("test", 1)):
+        for name in cifar.CIFAR10_CLASSES:
+            folder = tmp_path / "data" / part / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                (folder / f"{i:04d}.png").write_bytes(image_bytes(pixels))
+    train, test = cifar.load_cifar10(str(tmp_path / "data"))
+    images, _ = cifar.pool(train, test)
+    config = {"protocol": "cifar10-2", "seed": seed, "database_size": 25}
+    split = cifar.split_indices(train[1], test[1], **config)
+    run = tmp_path / "run"
+    (run / "serving").mkdir(parents=True)
+    shutil.copytree(world["root"] / "models" / "tiny", run / "serving" / "hashnet")
+    index = keras_hash.HammingIndex(32)
+    index.add(world["model"].encode(images[split.database]))
+    index.save(run / "database.index")
+    return run, images[split.database]
+
+
+def test_command_line_serves_a_run_folder(world, tmp_path):
+    from fastapi.testclient import TestClient
+
+    run, database = fake_run(world, tmp_path, seed=4)
+    (run / "metrics.json").write_text(
+        json.dumps(
+            {"config": {"protocol": "cifar10-2", "seed": 4, "database_size": 25}}
+        )
+    )
+    args = cli.parse([f"--run={run}", f"--data_dir={tmp_path / 'data'}"])
+    with TestClient(cli.build(args)) as client:
+        assert client.get("/api/info").json()["index"]["size"] == 25
+        for image_id in (0, 11, 24):
+            thumbnail = client.get(f"/api/images/{image_id}/thumbnail").content
+            np.testing.assert_array_equal(
+                np.asarray(Image.open(io.BytesIO(thumbnail))), database[image_id]
+            )
+    # metrics.json of another seed: another split, refused at start
+    (run / "metrics.json").write_text(
+        json.dumps(
+            {"config": {"protocol": "cifar10-2", "seed": 5, "database_size": 25}}
+        )
+    )
+    with pytest.raises(ValueError, match="do not match the index"):
+        cli.build(args)
