@@ -13,10 +13,15 @@ random centres, each code one of them with every bit flipped at ``--flip``,
 class = centre mod ``--classes`` (several centres per class, as a class
 spreads over several modes). Queries are drawn the same way.
 
+``--codes run.npz`` scores learned codes instead: an ``.npz`` holding
+``query_codes``, ``query_labels``, ``database_codes``, ``database_labels``
+(packed codes, class ids) and ``bits``, e.g. a model's ``encode`` of CIFAR-10.
+
 Usage::
 
-    python benchmarks/bench_ivf_nprobe.py                  # ~2 min on 2 cores
+    python benchmarks/bench_ivf_nprobe.py                  # ~5 min on 2 cores
     python benchmarks/bench_ivf_nprobe.py --n 20000 --queries 200
+    python benchmarks/bench_ivf_nprobe.py --codes cifar10_codes.npz
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import numpy as np  # noqa: E402
 
 import keras_hash  # noqa: E402
 from keras_hash.index import IVFHammingIndex  # noqa: E402
+
+NPZ_ARRAYS = ("query_codes", "query_labels", "database_codes", "database_labels")
 
 
 def labelled_codes(n, bits, centres, classes, flip, seed):
@@ -60,17 +67,29 @@ def main():
     parser.add_argument("--nprobe", default="1,2,4,8,16,32,64")
     parser.add_argument("--k", default="10,100")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--codes", default=None, help=".npz of learned codes")
     args = parser.parse_args()
     ks = [int(k) for k in args.k.split(",")]
-    codes, labels = labelled_codes(
-        args.n + args.queries, args.bits, args.centres, args.classes, args.flip, 0
-    )
-    data = dict(
-        query_codes=codes[: args.queries],
-        query_labels=labels[: args.queries],
-        database_codes=codes[args.queries :],
-        database_labels=labels[args.queries :],
-    )
+    if args.codes:
+        with np.load(args.codes, allow_pickle=False) as stored:
+            data = {name: stored[name] for name in NPZ_ARRAYS}
+            args.bits = int(stored["bits"])
+        args.n, args.queries = len(data["database_codes"]), len(data["query_codes"])
+        what = f"learned by a model ({args.codes})"
+    else:
+        codes, labels = labelled_codes(
+            args.n + args.queries, args.bits, args.centres, args.classes, args.flip, 0
+        )
+        data = dict(
+            query_codes=codes[: args.queries],
+            query_labels=labels[: args.queries],
+            database_codes=codes[args.queries :],
+            database_labels=labels[args.queries :],
+        )
+        what = (
+            f"around {args.centres} centres ({args.flip:.0%} flips, "
+            f"{args.classes} classes)"
+        )
     start = time.perf_counter()
     ivf = IVFHammingIndex(args.bits, nlist=args.nlist)
     ivf.train(data["database_codes"])
@@ -80,8 +99,7 @@ def main():
     exact.add(data["database_codes"])
     print(
         f"{args.n:,} database x {args.queries:,} queries, {args.bits}-bit codes "
-        f"around {args.centres} centres ({args.flip:.0%} flips, {args.classes} "
-        f"classes); IVF nlist = {ivf.nlist}, built in {build:.1f} s; exact: "
+        f"{what}; IVF nlist = {ivf.nlist}, built in {build:.1f} s; exact: "
         f"HammingIndex({exact.backend})"
     )
     scores = {}
