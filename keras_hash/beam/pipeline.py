@@ -162,39 +162,61 @@ def encode_images(
     )
     shards.write_bytes(listing, ("\n".join(lines) + "\n").encode())
     options = PipelineOptions(list(pipeline_args or []))
-    with beam.Pipeline(options=options) as pipeline:
-        result = (
-            pipeline
-            | "Listing" >> beam.io.ReadFromText(listing)
-            | "Pairs" >> beam.Map(_listing_pair)
-            | "Spread" >> beam.Reshuffle()
-            | encode
+    pipeline = beam.Pipeline(options=options)
+    result = (
+        pipeline
+        | "Listing" >> beam.io.ReadFromText(listing)
+        | "Pairs" >> beam.Map(_listing_pair)
+        | "Spread" >> beam.Reshuffle()
+        | encode
+    )
+    failed = result["failed"]
+    _ = (
+        failed
+        | "ToJson" >> beam.Map(json.dumps, sort_keys=True)
+        | "DeadLetters"
+        >> beam.io.WriteToText(
+            shards.join(output, shards.ERRORS_PREFIX),
+            file_name_suffix=shards.ERRORS_SUFFIX,
         )
-        failed = result["failed"]
-        _ = (
-            failed
-            | "ToJson" >> beam.Map(json.dumps, sort_keys=True)
-            | "DeadLetters"
-            >> beam.io.WriteToText(
-                shards.join(output, shards.ERRORS_PREFIX),
-                file_name_suffix=shards.ERRORS_SUFFIX,
-            )
+    )
+    if write_shards:
+        count = failed | "CountFailed" >> beam.combiners.Count.Globally()
+        _ = result["codes"] | "Shards" >> transforms.WriteCodeShards(
+            output, bits, num_shards, listed=len(paths), failed=count
         )
-        if write_shards:
-            count = failed | "CountFailed" >> beam.combiners.Count.Globally()
-            _ = result["codes"] | "Shards" >> transforms.WriteCodeShards(
-                output, bits, num_shards, listed=len(paths), failed=count
-            )
-        if milvus:
-            _ = result["codes"] | "ToMilvus" >> transforms.WriteToMilvus(
-                bits=bits, **milvus
-            )
+    if milvus:
+        _ = result["codes"] | "ToMilvus" >> transforms.WriteToMilvus(
+            bits=bits, **milvus
+        )
+    run = pipeline.run()
+    run.wait_until_finish()
     if not write_shards:
+        _check_milvus_counts(run, len(paths))
         return None
     try:
         return json.loads(shards.read_bytes(shards.join(output, shards.MANIFEST_NAME)))
     except OSError:
         return None  # a runner that does not wait (e.g. a Dataflow template)
+
+
+def _check_milvus_counts(run, listed: int) -> None:
+    """Milvus only (no manifest): rows written + dead letters == listed."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from keras_hash.beam.transforms import METRICS_NAMESPACE
+
+    def committed(name):
+        query = MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(name)
+        counters = run.metrics().query(query)["counters"]
+        return sum(int(counter.committed or 0) for counter in counters)
+
+    written, failed = committed("milvus_rows"), committed("dead_letters")
+    if written + failed != listed:
+        raise ValueError(
+            f"{listed} images were listed but {written} written to Milvus + "
+            f"{failed} failed = {written + failed}: the run lost or duplicated images"
+        )
 
 
 def _listing_pair(line: str) -> tuple[int, str]:

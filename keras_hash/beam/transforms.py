@@ -168,6 +168,11 @@ def failed_batch(element):
         }
 
 
+def count_dead_letter(row, counter):
+    counter.inc()
+    return row
+
+
 def drop_path(element):
     (image_id, _), code = element
     return image_id, code
@@ -195,7 +200,12 @@ class EncodeImages(beam.PTransform):
         failed_inference = dead.failed_inferences | "FailedBatches" >> (
             beam.FlatMap(failed_batch)
         )
-        failed = (decoded.failed, failed_inference) | "Failed" >> beam.Flatten()
+        dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
+        failed = (
+            (decoded.failed, failed_inference)
+            | "Failed" >> beam.Flatten()
+            | "CountFailed" >> beam.Map(count_dead_letter, dead_letters)
+        )
         codes = encoded | "Ids" >> beam.Map(drop_path)
         return {"codes": codes, "failed": failed}
 
@@ -286,6 +296,7 @@ class MilvusWriter(beam.DoFn):
 
     def __init__(self, uri, collection, bits, batch_size, upsert, kwargs):
         self._args = (uri, collection, bits, batch_size, upsert, kwargs)
+        self._written = Metrics.counter(METRICS_NAMESPACE, "milvus_rows")
 
     def setup(self):
         uri, collection, bits, _, _, kwargs = self._args
@@ -309,6 +320,7 @@ class MilvusWriter(beam.DoFn):
         codes = np.stack([np.asarray(c, np.uint8) for _, c in self._rows])
         write = self._index.upsert if self._args[4] else self._index.add
         write(codes, ids)
+        self._written.inc(len(ids))
         self._rows = []
 
     def teardown(self):
