@@ -5,7 +5,11 @@ HashNet, 64 bits, airbench's CNN pre-trained as a classifier, then the hash
 layer on its frozen features; mAP@1000 0.904 in under 30 minutes on a
 2-core CPU). ``--preset`` picks another measured recipe and every recipe
 setting is a flag that overrides the preset (``--preset=dhn --bits=32``).
-``--quick`` is a smoke run of a few minutes on a subset.
+``--quick`` is a smoke run of about 5 minutes on a 2-core CPU that shows the
+method working: a healthy run ends at mAP@1000 0.58-0.68 (chance is 0.1; the
+last line says where the run falls). A finished run folder is never
+overwritten: a rerun with other settings exits naming the differences, and
+``--new_output_dir`` writes to the next free sibling folder instead.
 
 ```shell
 python examples/train_cifar.py --data_dir=../shared/data/cifar10
@@ -23,9 +27,12 @@ Rerun the same command after a crash and it resumes where it stopped
 from __future__ import annotations
 
 import os
+import sys
 import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if __name__ == "__main__" and "--help" not in sys.argv:
+    print("Loading TensorFlow and Keras ...", flush=True)
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -39,7 +46,8 @@ flags.DEFINE_enum(
 flags.DEFINE_bool(
     "quick",
     False,
-    "A smoke run of a few minutes on a CPU: "
+    "A smoke run of about 5 minutes on a 2-core CPU (healthy: mAP@1000 "
+    "0.58-0.68): "
     + ", ".join(f"{k}={v}" for k, v in presets.QUICK.items())
     + " (explicit flags win).",
 )
@@ -50,6 +58,13 @@ flags.DEFINE_string(
     "Default: download keras.datasets.cifar10.",
 )
 flags.DEFINE_string("output_dir", "runs/cifar", "Where outputs and backups go.")
+flags.DEFINE_bool(
+    "new_output_dir",
+    False,
+    "If --output_dir holds a finished run of another configuration, write to "
+    "the first free sibling folder (<output_dir>-2, -3, ...) instead of "
+    "refusing. Finished results are never overwritten.",
+)
 flags.DEFINE_integer(
     "map_top_k",
     None,
@@ -110,10 +125,13 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     recipe = recipe_from_flags()
+    output_dir = FLAGS.output_dir
+    if FLAGS.new_output_dir:
+        output_dir = pipeline.next_free_dir(output_dir, recipe.to_dict())
     try:
         record = pipeline.run(
             recipe,
-            output_dir=FLAGS.output_dir,
+            output_dir=output_dir,
             data_dir=FLAGS.data_dir,
             map_top_k=FLAGS.map_top_k,
             save_freq=FLAGS.save_freq,
@@ -123,10 +141,15 @@ def main(argv):
         )
     except ConfigMismatchError as error:
         raise SystemExit(str(error)) from None
+    except FileExistsError as error:  # a finished run: never overwritten
+        raise SystemExit(
+            f"{error}\nRerun with --new_output_dir to write to the next free "
+            f"folder ({pipeline.next_free_dir(output_dir, recipe.to_dict())})."
+        ) from None
     print(
         f"mAP@{record['map_top_k']} = {record['map']:.4f}, precision@r2 = "
         f"{record['precision_radius_2']:.4f} ({record['train_seconds']:.0f} s "
-        f"training); outputs in {FLAGS.output_dir}",
+        f"training); outputs in {output_dir}",
         flush=True,
     )
 

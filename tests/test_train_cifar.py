@@ -66,23 +66,26 @@ def test_quick_run_of_the_default_preset_writes_everything(data_dir, tmp_path):
     from keras_hash.recipes import presets
 
     out = tmp_path / "run"
+    averaging = ["--flip_average", "--translate_average", "--database_size=30"]
     result = run_script(
         "--quick",
         f"--data_dir={data_dir}",
         f"--output_dir={out}",
         "--batch_size=12",
         *SMALL,
+        *averaging,
     )
     check_ok(result)
     metrics = json.loads((out / "metrics.json").read_text())
     expected = presets.get("cifar10-2", quick=True).to_dict()
     expected.update(bits=16, batch_size=12, query_per_class=4, train_per_class=12)
+    expected.update(flip_average=True, translate_average=True, database_size=30)
     assert metrics["config"] == expected
     assert 0.0 <= metrics["map"] <= 1.0
     assert 0.0 <= metrics["precision_radius_2"] <= 1.0
     assert 0 < metrics["pretrain_seconds"] < metrics["train_seconds"]
-    # The quick preset's one hashing epoch: 36 cached features in batches of 12.
-    assert metrics["hash_iterations"] == 3
+    # The quick preset's 5 hashing epochs: 36 cached features in batches of 12.
+    assert metrics["hash_iterations"] == 15
     names = ("pr_curve.png", "precision_at_n.png", "hamming_histogram.png")
     for name in (*names, "gallery.png"):
         with Image.open(out / name) as image:
@@ -93,6 +96,34 @@ def test_quick_run_of_the_default_preset_writes_everything(data_dir, tmp_path):
     assert (out / "model.tflite").stat().st_size > 0
     assert not (out / "state").exists() and not (out / "run_config.json").exists()
     check_quick_model(out)
+    check_finished_run_is_kept(out, data_dir)
+
+
+def check_finished_run_is_kept(out, data_dir):
+    """A rerun with other settings leaves the finished run alone (issue 32).
+
+    Before: --bits=32 overwrote metrics.json and model.keras and published
+    serving version 2 with 4-byte codes beside version 1's 2-byte codes.
+    """
+    finished = {
+        name: (out / name).read_bytes() for name in ("metrics.json", "model.keras")
+    }
+    flags = ["--quick", f"--data_dir={data_dir}", f"--output_dir={out}"]
+    small = [f for f in SMALL if not f.startswith("--bits")] + ["--database_size=30"]
+    other = run_script(*flags, "--batch_size=12", *small, "--bits=32")
+    assert other.returncode != 0
+    assert "holds a finished run" in other.stderr and str(out) in other.stderr
+    assert (
+        f"--new_output_dir to write to the next free folder ({out}-2)" in other.stderr
+    )
+    for name, content in finished.items():
+        assert (out / name).read_bytes() == content, name
+    assert sorted(os.listdir(out / "serving" / "hashnet")) == ["1"]
+    new = run_script(*flags, "--batch_size=12", *small, "--bits=32", "--new_output_dir")
+    check_ok(new)
+    metrics = json.loads((out.parent / f"{out.name}-2" / "metrics.json").read_text())
+    assert metrics["config"]["bits"] == 32
+    assert "Finished: mAP@" in new.stdout and "chance is about 0.1" in new.stdout
 
 
 def check_quick_model(out):
@@ -107,7 +138,7 @@ def check_quick_model(out):
     assert isinstance(model, keras_hash.HashNet) and not model.backbone.trainable
     assert model.flip_average and model.translate_average
     assert not model.losses  # the pre-training L2 is gone
-    assert int(model.optimizer.iterations) == 3
+    assert int(model.optimizer.iterations) == 15
     # Only the hash layer trained: its kernel and bias, the BatchNorm's scale
     # and offset. Pre-trained on any size, saved for the images' own size.
     assert len(model.trainable_weights) == 4

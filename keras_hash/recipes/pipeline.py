@@ -23,7 +23,9 @@ Outputs in ``output_dir``: ``metrics.json``, ``pr_curve.png``,
 from __future__ import annotations
 
 import functools
+import json
 import os
+import sys
 import time
 
 import keras
@@ -38,6 +40,39 @@ from keras_hash.recipes.presets import Recipe
 # Intermediate results kept in the run's state/ folder until it finishes.
 PRETRAINED = "pretrained_backbone.weights.h5"
 HASHED = "hashed_model.weights.h5"
+#: Seconds between progress lines of long phases (encoding, training steps).
+PROGRESS_SECONDS = 5.0
+#: What a healthy run of each preset reaches: ``(quick, full)`` mAP ranges
+#: (measured in docs/results.md; below the low end, something is wrong).
+HEALTHY_MAP = {
+    "cifar10-2": ((0.58, 0.68), (0.89, 0.92)),
+    "dhn": (None, (0.64, 0.67)),
+    "scratch": (None, (0.53, 0.58)),
+}
+_STARTED = time.perf_counter()
+
+
+def log(message: str) -> None:
+    """Prints ``[  12 s] message`` (seconds since the import), flushed."""
+    print(f"[{time.perf_counter() - _STARTED:5.0f} s] {message}", flush=True)
+
+
+def next_free_dir(output_dir: str, config: dict) -> str:
+    """``output_dir``, or ``output_dir-2``, ``-3``, ...: the first folder that
+    holds no finished run (``metrics.json``) and no unfinished run of
+    another configuration, so nothing there is overwritten or mixed."""
+    candidate, number = output_dir, 1
+    while True:
+        finished = os.path.exists(os.path.join(candidate, training.METRICS_FILE))
+        config_path = os.path.join(candidate, training.CONFIG_FILE)
+        if not finished and not os.path.exists(config_path):
+            return candidate
+        if not finished:
+            with open(config_path, encoding="utf-8") as file:
+                if json.load(file) == config:
+                    return candidate  # this configuration's unfinished run
+        number += 1
+        candidate = f"{output_dir.rstrip(os.sep)}-{number}"
 
 
 def run(
@@ -73,14 +108,16 @@ def run(
     if policy == "auto":
         policy = precision.recommended_policy()
     keras.mixed_precision.set_global_policy(policy)
+    log(f"Reading CIFAR-10 from {data_dir or 'keras.datasets (download)'}")
     images, labels, split = load_split(recipe, data_dir)
-    print(f"Protocol {recipe.protocol}: {split.sizes()}", flush=True)
+    log(f"Protocol {recipe.protocol}: {split.sizes()}")
     train_images, train_labels = images[split.train], labels[split.train]
     validation = _validation(images, labels, split, eval_every, map_top_k)
     model, timing = train(recipe, state, train_images, train_labels, validation)
     timing["dtype_policy"] = policy
     model = training.float32_copy(model)
     results = evaluate(model, images, labels, split, _top_k(recipe, map_top_k, split))
+    log("Writing the database index, plots and gallery")
     outputs = reports.write_all(results, images, split, output_dir, recipe.seed)
     outputs.update(
         _save_models(
@@ -89,7 +126,36 @@ def run(
     )
     record = {**results["metrics"], **timing, "outputs": outputs}
     state.finish(record)
+    log(f"Finished: {healthy_range(recipe, record)}")
     return record
+
+
+def healthy_range(recipe: Recipe, record: dict) -> str:
+    """A line saying where ``record["map"]`` falls against :data:`HEALTHY_MAP`."""
+    from keras_hash.recipes import presets
+
+    text = f"mAP@{record['map_top_k']} {record['map']:.3f}"
+    name = next((n for n, r in presets.PRESETS.items() if _same_run(r, recipe)), None)
+    quick = name is not None and recipe != presets.PRESETS[name]
+    expected = HEALTHY_MAP.get(name, (None, None))[1 if not quick else 0]
+    if expected is None:
+        return f"{text} (no measured range for this recipe; chance is about 0.1)"
+    low, high = expected
+    verdict = "healthy" if record["map"] >= low else "BELOW the healthy range"
+    return (
+        f"{text}: {verdict} (a healthy {'--quick ' if quick else ''}run of "
+        f"preset {name} reaches {low:.2f}-{high:.2f}; chance is about 0.1)"
+    )
+
+
+def _same_run(preset: Recipe, recipe: Recipe) -> bool:
+    """Whether ``recipe`` is ``preset`` or its --quick version (seed aside)."""
+    from keras_hash.recipes import presets
+
+    for candidate in (preset, presets.quick_sizes(preset)):
+        if candidate.replace(seed=recipe.seed) == recipe:
+            return True
+    return False
 
 
 def load_split(recipe: Recipe, data_dir):
@@ -117,10 +183,15 @@ def train(recipe, state, images, labels, callbacks=()) -> tuple:
     image_shape = images.shape[1:]
     started = time.perf_counter()
     if recipe.pretrain_epochs:
+        log(
+            f"Pre-training the {recipe.backbone} backbone as a classifier: "
+            f"{recipe.pretrain_epochs} epochs on {len(images)} images"
+        )
         backbone = pretrain_backbone(recipe, state, images, labels)
     else:
         backbone = build_backbone(recipe, image_shape, images)
     pretrain_seconds = time.perf_counter() - started
+    log(f"Building the {recipe.method} model ({recipe.bits} bits)")
     num_classes = int(np.max(labels)) + 1
     model = build_model(recipe, image_shape, backbone, len(images), num_classes)
     reused = os.path.exists(state.state_path(HASHED))
@@ -129,9 +200,14 @@ def train(recipe, state, images, labels, callbacks=()) -> tuple:
         model.optimizer.build(model.trainable_variables)
         model.load_weights(state.state_path(HASHED))
     elif recipe.cache_features:
+        if recipe.hash_train_size and recipe.hash_train_size < len(images):
+            rng = np.random.default_rng(recipe.seed + 2)
+            chosen = np.sort(rng.choice(len(images), recipe.hash_train_size, False))
+            images, labels = images[chosen], labels[chosen]
         _fit_on_features(recipe, model, images, labels)
         state.save_state(HASHED, model.save_weights)
     else:
+        log(f"Hashing: {recipe.epochs} epochs of {recipe.method} on images")
         spe = datasets.steps_per_epoch(len(images), recipe.batch_size)
         resumed_from = state.fit(
             model,
@@ -139,7 +215,7 @@ def train(recipe, state, images, labels, callbacks=()) -> tuple:
             epochs=recipe.epochs,
             steps_per_epoch=spe,
             phase="hashing",
-            callbacks=callbacks,
+            callbacks=[*callbacks, StepProgress("hashing")],
         )["resumed_from_step"]
         state.save_state(HASHED, model.save_weights)
     return model, {
@@ -158,7 +234,7 @@ def build_backbone(recipe: Recipe, image_shape, train_images):
     if recipe.backbone == "cifar_resnet":
         return backbones.cifar_resnet(recipe.width, input_shape=image_shape)
     if recipe.backbone == "whitened_cnn":
-        return airbench.whitened_cnn(train_images[:5000], input_shape=image_shape)
+        return backbones.whitened_cnn(train_images[:5000], input_shape=image_shape)
     return backbones.application(
         recipe.backbone, input_shape=image_shape, weights=recipe.weights
     )
@@ -182,7 +258,8 @@ def pretrain_backbone(recipe: Recipe, state, images, labels):
         backbone = build_backbone(recipe, (None, None, image_shape[-1]), images)
     num_classes = int(np.max(labels)) + 1
     if recipe.backbone == "whitened_cnn":
-        batch_size = min(airbench.AIRBENCH_BATCH_SIZE, len(images))
+        batch_size = recipe.pretrain_batch_size or airbench.AIRBENCH_BATCH_SIZE
+        batch_size = min(batch_size, len(images))
         padding = crop_padding(recipe, airbench.AIRBENCH_CROP_PADDING)
         augmentation = airbench.AIRBENCH_AUGMENTATION
         spe = datasets.steps_per_epoch(len(images), batch_size)
@@ -190,7 +267,8 @@ def pretrain_backbone(recipe: Recipe, state, images, labels):
             backbone, num_classes, recipe.pretrain_epochs * spe, batch_size
         )
     else:
-        batch_size, padding, augmentation = recipe.batch_size, crop_padding(recipe), {}
+        batch_size = recipe.pretrain_batch_size or recipe.batch_size
+        padding, augmentation = crop_padding(recipe), {}
         spe = datasets.steps_per_epoch(len(images), batch_size)
         classifier = keras.Sequential(
             [backbone, keras.layers.Dense(num_classes, name="logits")], name="pretrain"
@@ -218,7 +296,9 @@ def pretrain_backbone(recipe: Recipe, state, images, labels):
         epochs=recipe.pretrain_epochs,
         steps_per_epoch=spe,
         phase="pretraining",
+        callbacks=[StepProgress("pre-training")],
     )
+    log("Pre-training done; keeping the backbone")
     airbench.drop_regularizers(classifier)  # airbench's L2 is not for hashing
     fixed_size.set_weights(backbone.get_weights())
     state.save_state(PRETRAINED, fixed_size.save_weights)
@@ -290,9 +370,10 @@ def crop_padding(recipe: Recipe, default: int = datasets.CROP_PADDING) -> int:
 def evaluate(model, images, labels, split, top_k) -> dict:
     """Encodes query and database; the retrieval metrics, computed once."""
     codes = {
-        name: model.encode(datasets.eval_dataset(images[index]))
+        name: encode_with_progress(model.encode, images[index], f"{name} images")
         for name, index in (("query", split.query), ("database", split.database))
     }
+    log(f"Computing retrieval metrics ({len(split.query)} x {len(split.database)})")
     evaluator = keras_hash.RetrievalEvaluator(
         query_codes=codes["query"],
         query_labels=labels[split.query],
@@ -365,7 +446,14 @@ def _stream(
 
 def _fit_on_features(recipe, model, images, labels) -> None:
     """Trains the hash layer on the frozen backbone's features of ``images``."""
-    features = model.backbone.predict(datasets.eval_dataset(images), verbose=0)
+
+    def features_of(chunk):
+        return model.backbone.predict(datasets.eval_dataset(chunk), verbose=0)
+
+    features = encode_with_progress(
+        features_of, images, "training images (cached backbone features)"
+    )
+    log(f"Hashing: {recipe.epochs} epochs of the hash layer on cached features")
     model.fit_hash_layer(
         features,
         labels,
@@ -396,16 +484,19 @@ def _save_models(
 ) -> dict:
     """Saves the .keras model, exports SavedModel and TFLite; returns paths."""
     paths = {"keras": os.path.join(output_dir, "model.keras")}
+    log(f"Saving {paths['keras']}")
     write_atomic(paths["keras"], model.save)
     if not export_models:
         return paths
     serving = os.path.join(output_dir, "serving")
+    log(f"Exporting the SavedModel to {serving}/{recipe.method}/")
     paths["saved_model"] = export.export_saved_model(
         model,
         serving,
         model_name=recipe.method,
         version=export.next_version(os.path.join(serving, recipe.method)),
     )
+    log(f"Exporting {quantization} TFLite to {output_dir}/model.tflite")
     paths["tflite"] = export.export_tflite(
         model,
         os.path.join(output_dir, "model.tflite"),
@@ -414,3 +505,35 @@ def _save_models(
         overwrite=True,
     )
     return paths
+
+
+def encode_with_progress(encode, images, what: str, chunk: int = 1024):
+    """``encode(images)`` chunk by chunk, logging progress every few seconds."""
+    log(f"Encoding {len(images)} {what}")
+    outputs, last = [], time.perf_counter()
+    for start in range(0, len(images), chunk):
+        outputs.append(np.asarray(encode(images[start : start + chunk])))
+        if time.perf_counter() - last > PROGRESS_SECONDS:
+            log(f"  {start + len(outputs[-1])} / {len(images)} {what}")
+            last = time.perf_counter()
+    return np.concatenate(outputs) if outputs else encode(images[:0])
+
+
+class StepProgress(keras.callbacks.Callback):
+    """Logs the step and loss every :data:`PROGRESS_SECONDS` when the output
+    is not a terminal (where Keras's progress bar does it)."""
+
+    def __init__(self, phase: str):
+        super().__init__()
+        self.phase = phase
+        self._last = time.perf_counter()
+        self._quiet = sys.stdout.isatty()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._quiet or time.perf_counter() - self._last < PROGRESS_SECONDS:
+            return
+        self._last = time.perf_counter()
+        step = int(self.model.optimizer.iterations.numpy())
+        loss = (logs or {}).get("loss")
+        loss = "" if loss is None else f", loss {float(loss):.4f}"
+        log(f"  {self.phase} step {step}{loss}")
