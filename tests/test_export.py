@@ -515,7 +515,7 @@ def test_command_line_and_tflite_example(trained, tmp_path):
     for i, image in enumerate(trained["images"][:40]):
         pixels = image[..., 0].astype(np.uint8)
         Image.fromarray(pixels, "L").save(folder / f"{i:03d}.png")
-    done = run_script(
+    command = (
         "export/export_model.py",
         f"--model={trained['keras_path']}",
         f"--base_dir={tmp_path / 'models'}",
@@ -523,6 +523,7 @@ def test_command_line_and_tflite_example(trained, tmp_path):
         "--tflite=float32,int8",
         f"--representative_dir={folder}",
     )
+    done = run_script(*command)
     assert done.returncode == 0, done.stderr[-2000:]
     assert os.path.isfile(tmp_path / "models" / "digits" / "1" / "saved_model.pb")
     tflite = tmp_path / "models" / "digits_float32.tflite"
@@ -530,14 +531,7 @@ def test_command_line_and_tflite_example(trained, tmp_path):
     # A re-run into the same folder keeps what this model already wrote and
     # finishes the rest (here: the int8 file a killed run did not write).
     os.remove(tmp_path / "models" / "digits_int8.tflite")
-    again = run_script(
-        "export/export_model.py",
-        f"--model={trained['keras_path']}",
-        f"--base_dir={tmp_path / 'models'}",
-        "--model_name=digits",
-        "--tflite=float32,int8",
-        f"--representative_dir={folder}",
-    )
+    again = run_script(*command)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("already exported from this model") == 2
     assert os.path.isfile(tmp_path / "models" / "digits_int8.tflite")
