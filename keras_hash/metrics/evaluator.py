@@ -21,6 +21,7 @@ from keras_hash.codes import (
     hamming_distances,
     word_planes,
 )
+from keras_hash.index.base import check_ids, check_unique
 from keras_hash.labels import Relevance, check_label_pair, check_labels
 from keras_hash.metrics import lookups, ranking
 from keras_hash.metrics.lookups import RangeScore, SearchScore
@@ -520,19 +521,14 @@ def _check_index_size(database, n: int) -> None:
 
 
 def _check_ids(ids, n: int) -> np.ndarray:
+    """The database ids as int64 ``[n]`` (default ``0 .. n - 1``), unique."""
     if ids is None:
         return np.arange(n, dtype=np.int64)
-    ids = np.asarray(ids)
-    if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(
-            f"database_ids must be integer ids [{n}], one per database row, "
-            f"got {ids.dtype} {ids.shape}"
-        )
-    if np.issubdtype(ids.dtype, np.unsignedinteger) and n and ids.max() > 2**63 - 1:
-        raise ValueError("database_ids must fit int64")
-    ids = ids.astype(np.int64)
-    if len(np.unique(ids)) != n:
-        raise ValueError("database_ids must be unique")
+    try:
+        ids = check_ids(ids, n)
+        check_unique(ids)
+    except (TypeError, ValueError) as error:  # name the argument
+        raise type(error)(f"database_ids: {error}") from None
     return ids
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_hash.index.base import check_radius as check_index_radius
 from keras_hash.metrics import ranking
 
 # Query x result bytes per chunk when recomputing distances.
@@ -183,11 +184,8 @@ def _recall_hits(ev, true, known, rows, k):
 
 
 def check_radius(radius) -> int:
-    """The radius as an int ``>= 0``, or ``TypeError``/``ValueError``."""
-    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
-        raise TypeError(f"radius must be an int, got {radius!r}")
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
+    """The radius as an int ``>= 0`` (as given: a radius past ``bits`` is all)."""
+    check_index_radius(radius, bits=2**31)
     return int(radius)
 
 

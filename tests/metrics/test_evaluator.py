@@ -667,15 +667,15 @@ class TestEvaluatorBadInput:
         assert ev.map() == pytest.approx(_ref_map(data), abs=1e-12)
 
     @pytest.mark.parametrize(
-        "ids, match",
+        "ids, error, match",
         [
-            (np.zeros(20, np.int64), "unique"),
-            (np.arange(19), r"integer ids \[20\]"),
-            (np.arange(20.0), r"integer ids \[20\]"),
+            (np.zeros(20, np.int64), ValueError, "database_ids: .*0"),
+            (np.arange(19), ValueError, r"database_ids: .*\(20,\), got shape \(19,\)"),
+            (np.arange(20.0), TypeError, "database_ids: .*integers, got dtype float64"),
         ],
     )
-    def test_bad_database_ids(self, data, ids, match):
-        with pytest.raises(ValueError, match=match):
+    def test_bad_database_ids(self, data, ids, error, match):
+        with pytest.raises(error, match=match):
             evaluation.RetrievalEvaluator(**data, database_ids=ids)
 
     def test_index_labels_and_widths(self, data):
