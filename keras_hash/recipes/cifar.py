@@ -209,7 +209,7 @@ def pool(train, test) -> tuple[np.ndarray, np.ndarray]:
     return images, labels.astype(np.int32)
 
 
-def load_cifar10(data_dir: str | None = None):
+def load_cifar10(data_dir: str | None = None, log=None):
     """Loads CIFAR-10 as ``uint8`` arrays: ``((x_train, y_train), (x_test, y_test))``.
 
     Without ``data_dir``, uses ``keras.datasets.cifar10`` (downloaded once
@@ -225,9 +225,12 @@ def load_cifar10(data_dir: str | None = None):
 
     Args:
         data_dir: a directory in image-folder layout, or ``None`` to download.
+        log: called with a progress line between the two folders (optional).
     """
     if data_dir:
         train = load_image_folder(os.path.join(data_dir, "train"))
+        if log is not None:
+            log(f"  {len(train.labels)} training images read; reading the test images")
         test = load_image_folder(
             os.path.join(data_dir, "test"), class_names=train.class_names
         )

@@ -160,7 +160,7 @@ def _same_run(preset: Recipe, recipe: Recipe) -> bool:
 
 def load_split(recipe: Recipe, data_dir):
     """CIFAR-10 split by the recipe's protocol: ``(images, labels, split)``."""
-    train, test = cifar.load_cifar10(data_dir)
+    train, test = cifar.load_cifar10(data_dir, log=log)
     images, labels = cifar.pool(train, test)
     split = cifar.split_indices(
         train[1],
