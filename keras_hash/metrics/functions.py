@@ -67,12 +67,7 @@ def mean_average_precision(
         The mAP, a float in [0, 1].
     """
     return _one_metric(
-        query_codes=query_codes,
-        query_labels=query_labels,
-        database_codes=database_codes,
-        database_labels=database_labels,
-        bits=bits,
-        assume_packed=assume_packed,
+        query_codes, query_labels, database_codes, database_labels, bits, assume_packed
     ).map(top_k=top_k, ties=ties, empty=empty, seed=seed)
 
 
@@ -98,12 +93,7 @@ def average_precisions(
         ``empty="skip"`` leaves out).
     """
     return _one_metric(
-        query_codes=query_codes,
-        query_labels=query_labels,
-        database_codes=database_codes,
-        database_labels=database_labels,
-        bits=bits,
-        assume_packed=assume_packed,
+        query_codes, query_labels, database_codes, database_labels, bits, assume_packed
     ).average_precisions(top_k=top_k, ties=ties, seed=seed)
 
 
@@ -127,12 +117,7 @@ def precision_at_radius(
         radius: the radius, an int ``>= 0``. Defaults to 2.
     """
     return _one_metric(
-        query_codes=query_codes,
-        query_labels=query_labels,
-        database_codes=database_codes,
-        database_labels=database_labels,
-        bits=bits,
-        assume_packed=assume_packed,
+        query_codes, query_labels, database_codes, database_labels, bits, assume_packed
     ).precision_at_radius(radius)
 
 
@@ -152,12 +137,7 @@ def precision_recall_curve(
     :func:`mean_average_precision`.
     """
     return _one_metric(
-        query_codes=query_codes,
-        query_labels=query_labels,
-        database_codes=database_codes,
-        database_labels=database_labels,
-        bits=bits,
-        assume_packed=assume_packed,
+        query_codes, query_labels, database_codes, database_labels, bits, assume_packed
     ).precision_recall_curve()
 
 
@@ -183,17 +163,21 @@ def precision_at_n(
         seed: seed for ``ties="random"``.
     """
     return _one_metric(
+        query_codes, query_labels, database_codes, database_labels, bits, assume_packed
+    ).precision_at_n(n, ties=ties, seed=seed)
+
+
+def _one_metric(
+    query_codes, query_labels, database_codes, database_labels, bits, assume_packed
+) -> RetrievalEvaluator:
+    """An evaluator for a single metric: it keeps no cache for later ones."""
+    evaluator = RetrievalEvaluator(
         query_codes=query_codes,
         query_labels=query_labels,
         database_codes=database_codes,
         database_labels=database_labels,
         bits=bits,
         assume_packed=assume_packed,
-    ).precision_at_n(n, ties=ties, seed=seed)
-
-
-def _one_metric(**arrays) -> RetrievalEvaluator:
-    """An evaluator for a single metric: it keeps no cache for later ones."""
-    evaluator = RetrievalEvaluator(**arrays)
+    )
     evaluator._keep = False
     return evaluator
