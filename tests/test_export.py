@@ -27,6 +27,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import keras_hash
 from keras_hash import export
+from tests.processes import kill_when_ready
 
 BITS = 32
 QUANTIZED = ("float16", "dynamic", "int8")
@@ -672,17 +673,8 @@ export.export_saved_model(model, sys.argv[2], "m", 1)
 
 def test_export_killed_leaves_no_version_and_is_cleaned_up(trained, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    child = subprocess.Popen(
-        [sys.executable, "-c", KILLED_EXPORT, str(trained["keras_path"]), tmp_path],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert child.stdout.readline().strip() == "written"
-    finally:
-        child.kill()  # SIGKILL: no clean-up code runs
-        child.wait()
+    argv = [sys.executable, "-c", KILLED_EXPORT, str(trained["keras_path"]), tmp_path]
+    kill_when_ready(argv, "written", env=env)
     left = os.listdir(tmp_path / "m")
     assert len(left) == 1 and left[0].startswith(".tmp-")  # the staging folder
     assert export.next_version(tmp_path / "m") == 1  # TF Serving sees no version

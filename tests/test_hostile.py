@@ -17,8 +17,6 @@ threads in ``tests/test_index.py::TestThreads``, the example's final phase in
 import io
 import json
 import os
-import signal
-import subprocess
 import sys
 import tracemalloc
 import zipfile
@@ -35,6 +33,7 @@ from keras_hash import export, files
 from keras_hash import metrics as evaluation
 from keras_hash.index import HammingIndex
 from tests import reference
+from tests.processes import kill_when_ready
 
 pytestmark = pytest.mark.numpy_only  # the Keras model is built once, below
 
@@ -536,21 +535,13 @@ def test_sigkill_during_index_save(tmp_path):
     old.save(path)
     before = path.read_bytes()
     package = os.path.dirname(keras_hash.__file__)
-    child = subprocess.Popen(
-        [sys.executable, "-c", KILLED_SAVE, package, str(path)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout.readline().strip() == "writing"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    argv = [sys.executable, "-c", KILLED_SAVE, package, str(path)]
+    pid = kill_when_ready(argv, "writing")
     # The old file is intact; the killed writer's staging file is left over.
     assert path.read_bytes() == before
     stale = [n for n in os.listdir(tmp_path) if n.startswith(files.STAGING_PREFIX)]
     assert len(stale) == 1 and stale[0].endswith(".khi")
-    assert f"-{child.pid}-" in stale[0]
+    assert f"-{pid}-" in stale[0]
     loaded = HammingIndex.load(path, backend="numpy")
     np.testing.assert_array_equal(loaded.ids, np.arange(10) * 2)
     # The next save removes it.
@@ -578,16 +569,8 @@ files.write_directory_atomic(sys.argv[2], half)
 
 def test_sigkill_during_directory_write(tmp_path):
     package = os.path.dirname(keras_hash.__file__)
-    child = subprocess.Popen(
-        [sys.executable, "-c", KILLED_DIRECTORY, package, str(tmp_path / "1")],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout.readline().strip() == "writing"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    argv = [sys.executable, "-c", KILLED_DIRECTORY, package, str(tmp_path / "1")]
+    kill_when_ready(argv, "writing")
     left = os.listdir(tmp_path)
     assert "1" not in left and len(left) == 1  # no half version directory
     files.write_directory_atomic(tmp_path / "2", lambda p: None)

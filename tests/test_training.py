@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import keras_hash
 from keras_hash import training
+from tests.processes import kill_when_ready
 
 X = np.random.default_rng(0).normal(size=(48, 6)).astype("float32")
 Y = (np.arange(48) % 3).astype("int32")
@@ -346,27 +347,11 @@ run.finish({"map": 0.75})
 
 @pytest.mark.parametrize("point", ["metrics", "cleanup"])
 def test_sigkill_during_finish_loses_nothing(tmp_path, point):
-    import signal
-    import subprocess
     import sys
 
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            FINISHER,
-            os.path.dirname(training.__file__),
-            str(tmp_path),
-            point,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout.readline().strip() == "hanging"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    package = os.path.dirname(training.__file__)
+    argv = [sys.executable, "-c", FINISHER, package, str(tmp_path), point]
+    kill_when_ready(argv, "hanging")
     run = training.Run(tmp_path, {"bits": 16})
     if point == "metrics":
         # Killed before metrics.json was whole: no metrics, the state intact.
