@@ -503,49 +503,40 @@ class TFLiteEncoder:
 
 
 def read_images(directory: str | os.PathLike, image_shape: Iterable[int]):
-    """Reads every image file in a folder, resized to a model's input shape.
+    """Reads a folder's images, resized to a model's input shape, by the one rule.
 
-    Files are read in sorted name order with Pillow, converted to grayscale
-    (1 channel) or RGB (3 channels) and resized to ``(height, width)``.
-    Hidden files (names starting with ``.``) are skipped; any other file
-    that is not an image is a ``ValueError`` naming it.
+    The images a model is calibrated or tested on get the pixels it was
+    trained on: files are listed by :func:`keras_hash.datasets.list_image_paths`
+    (a flat folder of images or a class-folder tree, sorted; hidden and
+    system files skipped with a warning; any other file is a ``ValueError``
+    naming it), decoded by :func:`keras_hash.datasets.read_image` (16-bit,
+    CMYK, palette, alpha, EXIF orientation) and resized by
+    :func:`keras_hash.datasets.resize_image`.
+
+    ```python
+    images, names = read_images("calibration/", (224, 224, 3))
+    ```
 
     Args:
-        directory: a folder of image files (png, jpg, ...).
+        directory: a folder of image files, or of class folders of them.
         image_shape: ``(height, width, channels)`` with 1 or 3 channels.
 
     Returns:
         ``(images, names)``: float32 ``[N, height, width, channels]`` raw
-        pixel values 0..255, and the file names.
+        pixel values 0..255, and the paths relative to ``directory``.
     """
+    from keras_hash import datasets
+
     height, width, channels = (int(d) for d in image_shape)
     if channels not in (1, 3):
         raise ValueError(f"read_images handles 1 or 3 channels, got {channels}")
-    mode = "L" if channels == 1 else "RGB"
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no image folder at {directory!r}")
-    names = sorted(n for n in os.listdir(directory) if not n.startswith("."))
-    images = []
-    for name in names:
-        image = _read_image(os.path.join(directory, name), height, width, mode)
-        images.append(image.reshape(height, width, channels))
-    if not images:
-        raise ValueError(f"no images in {directory!r}")
-    return np.stack(images), names
-
-
-def _read_image(path: str, height: int, width: int, mode: str) -> np.ndarray:
-    """One file as float32 pixels ``[height, width(, 3)]``; other files refused."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image = image.convert(mode)
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-            return np.asarray(image, np.float32)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(
-            f"{path!r} is not a readable image ({type(error).__name__}: {error}); "
-            "keep only image files in the folder"
-        ) from None
+    paths = datasets.list_image_paths(directory)
+    images = [
+        datasets.resize_image(datasets.read_image(path, channels), (height, width))
+        for path in paths
+    ]
+    names = [os.path.relpath(path, directory) for path in paths]
+    return np.stack([np.asarray(image, np.float32) for image in images]), names
