@@ -126,14 +126,35 @@ def check_finished_run_is_kept(out, data_dir):
     assert "Finished: mAP@" in new.stdout and "chance is about 0.1" in new.stdout
 
 
+LOAD_WITHOUT_RECIPES = """
+import sys
+import keras, keras_hash
+model = keras.saving.load_model(sys.argv[1])
+recipes = [m for m in sys.modules if m.startswith("keras_hash.recipes")]
+print(type(model).__name__, recipes)
+"""
+
+
+def check_loads_without_recipes(path):
+    """Issue 34: the saved model loads in a fresh process importing only keras_hash."""
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_RECIPES, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "HashNet []"
+
+
 def check_quick_model(out):
     """The default preset's model: frozen whitened_cnn, averaged codes, exports."""
     import keras
     import tensorflow as tf
 
     import keras_hash
-    from keras_hash.recipes import airbench  # noqa: F401 - registers its layers
 
+    check_loads_without_recipes(out / "model.keras")
     model = keras.saving.load_model(out / "model.keras")
     assert isinstance(model, keras_hash.HashNet) and not model.backbone.trainable
     assert model.flip_average and model.translate_average
