@@ -244,11 +244,12 @@ class BinaryIndex(abc.ABC):
     """A Hamming index over packed binary codes: the contract of every kind.
 
     Public: ``bits``, ``ntotal`` / ``len()``, ``add(codes, ids)``,
-    ``search(queries, k)``, ``range_search(queries, radius)``; kinds add
+    ``search(queries, k)``, ``range_search(queries, radius)``, ``get(ids)``
+    (stored codes, KeyError naming unknown ids); kinds add
     ``reset``/``delete``, ``save``/``load`` where their storage allows.
-    Subclasses implement ``ntotal``, ``add``, ``_knn_candidates`` and
-    ``_range_candidates`` (module doc); ``_searchable()`` may refuse a search
-    (an untrained or closed index) and returns ``ntotal``.
+    Subclasses implement ``ntotal``, ``add``, ``_knn_candidates``,
+    ``_range_candidates`` (module doc) and ``_get``; ``_searchable()`` may
+    refuse a search (an untrained or closed index) and returns ``ntotal``.
 
     Class attributes a kind may set:
         exact_ties: its k-NN candidates are already the first ``k`` by
@@ -286,6 +287,48 @@ class BinaryIndex(abc.ABC):
         ``need`` (one count per query, or None): the kind may stop once it
         holds that many items at these distances, the smallest ids among them.
         """
+
+    @abc.abstractmethod
+    def _get(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(codes [n, bits // 8], found bool [n])`` of unique int64 ``ids``.
+
+        Rows of ids not found may hold anything.
+        """
+
+    def get(self, ids) -> np.ndarray:
+        """The stored codes of ``ids``, in the order asked.
+
+        Args:
+            ids: integer ``[n]`` ids (:func:`check_ids` rules: int64, never
+                wrapped); repeats allowed.
+
+        Returns:
+            uint8 ``[n, bits // 8]``: row ``i`` is the code stored under
+            ``ids[i]``.
+
+        Raises:
+            KeyError: some ids are not in the index (up to 10 of them named).
+
+        Example: ``index.add(codes, [7, 9]); index.get([9, 7, 9])`` gives
+        ``codes[[1, 0, 1]]``.
+        """
+        ids = check_ids(ids, None)
+        unique, inverse = np.unique(ids, return_inverse=True)
+        with self._reading():
+            if not len(unique):
+                return np.zeros((0, self._bits // 8), np.uint8)
+            codes, found = self._get(unique)
+        if not np.all(found):
+            missing = unique[~np.asarray(found, bool)]
+            raise KeyError(
+                f"{len(missing)} of the ids asked are not in {self._holder()}: "
+                f"{[int(i) for i in missing[:10]]}"
+            )
+        return np.asarray(codes, np.uint8)[inverse.reshape(-1)]
+
+    def _holder(self) -> str:
+        """What holds the codes, for messages (``"this HammingIndex"``)."""
+        return f"this {type(self).__name__}"
 
     def __len__(self) -> int:
         return self.ntotal
@@ -438,7 +481,8 @@ def csr_from_rows(parts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class InMemoryIndex(BinaryIndex):
     """What the in-memory kinds share: sorted unique ids and a readers-writer lock.
 
-    Subclasses keep ``_ids`` sorted ascending and take ``_lock`` once per
+    Subclasses keep ``_ids`` sorted ascending with ``_codes`` (uint8
+    ``[ntotal, bits // 8]``) in the same order, and take ``_lock`` once per
     public call (searches read, changes write).
     """
 
@@ -460,6 +504,14 @@ class InMemoryIndex(BinaryIndex):
 
     def _reading(self):
         return self._lock.reading()
+
+    def _get(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Looks ids up in the sorted ``_ids``; ``_codes`` is kept in id order."""
+        width = self._bits // 8
+        if not len(self._ids):
+            return np.zeros((len(ids), width), np.uint8), np.zeros(len(ids), bool)
+        at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
+        return self._codes[at], self._ids[at] == ids
 
 
 class ReadWriteLock:

@@ -9,7 +9,7 @@ brute-force result at ``nprobe = nlist``. Needs ``pip install
 keras-hash[faiss]`` (FAISS is imported when an index is made).
 
 Same API as :class:`keras_hash.HammingIndex` (``add(codes, ids)``,
-``search``, ``range_search``, ``ntotal``, ``bits``, ``save``, ``load``, the
+``search``, ``range_search``, ``get``, ``ntotal``, ``bits``, ``save``, ``load``, the
 same input checks), plus ``train`` and the search knob ``nprobe``, settable
 at any time. Which method to use, with measurements: ``docs/approximate_index.md``
 (FAISS's binary HNSW and multi-hash indexes were measured too and are not
@@ -26,7 +26,8 @@ codes gets its row padded with id :data:`PAD_ID` (``-2**63``, refused as an
 id) at distance ``bits + 1``, as in :mod:`keras_hash.index.milvus`.
 
 Ids are int64 from ``-2**63 + 1`` to ``2**63 - 1`` (FAISS stores them in the
-lists; no id map), unique, defaulting to ``max(ids) + 1`` onwards.
+lists; no id map), unique, defaulting to ``max(ids) + 1`` onwards. A copy
+of the codes in id order (``bits / 8`` bytes each) answers :meth:`get`.
 
 File format (:meth:`IVFHammingIndex.save`): the checked archive of
 :mod:`keras_hash.index.file` (three stored ``.npy`` members, read by its
@@ -186,6 +187,7 @@ class IVFHammingIndex(InMemoryIndex):
         self._quantizer = None
         self._ivf = None
         self._sizes = None  # list sizes, cached between adds
+        self._codes = np.zeros((0, self._bits // 8), np.uint8)  # id order, for get
 
     # -- properties ---------------------------------------------------------
 
@@ -214,10 +216,11 @@ class IVFHammingIndex(InMemoryIndex):
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the search structure: codes and ids in the lists, centroids."""
+        """Bytes held: codes and ids in the lists, centroids, and the copy
+        of the codes in id order that :meth:`get` reads."""
         code_size = self._bits // 8
         centroids = self._nlist * code_size if self.is_trained else 0
-        return self.ntotal * (code_size + 8) + centroids
+        return self.ntotal * (2 * code_size + 8) + centroids
 
     def _describe(self) -> dict:
         return {
@@ -291,8 +294,14 @@ class IVFHammingIndex(InMemoryIndex):
             if len(ids) == 0:
                 return
             self._ivf.add_with_ids(codes, ids)
-            self._ids = np.union1d(self._ids, ids)  # sorted
+            self._store(np.concatenate([self._ids, ids]), codes)
             self._sizes = None
+
+    def _store(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        """Keeps ``ids`` sorted, and the codes in that order (for ``get``)."""
+        codes = np.concatenate([self._codes, codes])
+        order = np.argsort(ids, kind="stable")
+        self._ids, self._codes = ids[order], codes[order]
 
     def reset(self) -> None:
         """Removes every code (the centroids stay)."""
@@ -300,6 +309,7 @@ class IVFHammingIndex(InMemoryIndex):
             if self._ivf is not None:
                 self._ivf.reset()
             self._ids = self._ids[:0]
+            self._codes = self._codes[:0]
             self._sizes = None
 
     # -- raw search (the contract in keras_hash.index.base finishes it) ------
@@ -433,7 +443,7 @@ class IVFHammingIndex(InMemoryIndex):
                 faiss.swig_ptr(assign),
             )
         index._install(quantizer, ivf)
-        index._ids = np.sort(item_ids).astype(np.int64)
+        index._store(item_ids.astype(np.int64), stored)
         return index
 
 

@@ -315,19 +315,17 @@ class MilvusHammingIndex(BinaryIndex):
                     )
         return len(present)
 
-    def get(self, ids) -> np.ndarray:
-        """The stored codes of ``ids``, in their order (uint8 ``[n, bits // 8]``).
-
-        Raises:
-            KeyError: some ids are not in the collection.
-        """
-        ids = self._check_ids(ids, None, unique=False)
+    def _get(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Queries the unique ``ids`` by chunks of ``_IDS_PER_EXPR``."""
         self._check_usable()
-        found = {}
-        for chunk in _chunks(np.unique(ids), _IDS_PER_EXPR):
+        width = self._bits // 8
+        codes, found = np.zeros((len(ids), width), np.uint8), np.zeros(len(ids), bool)
+        # Ids Milvus cannot store (-2**63; past _max_id) are never asked.
+        storable = np.flatnonzero((ids >= MIN_ID) & (ids <= self._max_id))
+        for chunk in _chunks(storable, _IDS_PER_EXPR):
             rows = self._client.query(
                 self._name,
-                filter=_in_expr(self._id_field, chunk),
+                filter=_in_expr(self._id_field, ids[chunk]),
                 output_fields=[self._id_field, self._code_field],
                 timeout=self._timeout,
                 consistency_level="Strong",
@@ -335,12 +333,13 @@ class MilvusHammingIndex(BinaryIndex):
             for row in rows:
                 code = row[self._code_field]
                 code = code[0] if isinstance(code, list) else code
-                found[int(row[self._id_field])] = bytes(code)
-        missing = [int(i) for i in ids if int(i) not in found]
-        if missing:
-            raise KeyError(f"ids not in collection {self._name!r}: {missing[:10]}")
-        out = np.frombuffer(b"".join(found[int(i)] for i in ids), np.uint8)
-        return out.reshape(len(ids), self._bits // 8).copy()
+                at = int(np.searchsorted(ids, int(row[self._id_field])))
+                codes[at] = np.frombuffer(bytes(code), np.uint8, width)
+                found[at] = True
+        return codes, found
+
+    def _holder(self) -> str:
+        return f"collection {self._name!r}"
 
     def flush(self) -> None:
         """Seals pending inserts into segments (Milvus persists them anyway)."""

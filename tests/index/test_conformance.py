@@ -254,3 +254,58 @@ def test_save_load_round_trip(make, data, tmp_path, request):
     got = same.range_search(queries, 4)
     for field in ("lims", "distances", "ids"):
         np.testing.assert_array_equal(getattr(got, field), getattr(want_range, field))
+    asked = ids[[299, 0, 150, 0]]
+    np.testing.assert_array_equal(same.get(asked), database[[299, 0, 150, 0]])
+
+
+def _stored(database, ids, asked):
+    """The reference of ``get``: the row of ``database`` added under each id."""
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    return database[[row_of[int(i)] for i in asked]].reshape(-1, database.shape[1])
+
+
+def test_get_returns_stored_codes_in_the_order_asked(make, data):
+    database, ids, _ = data
+    index = make(16)
+    index.add(database[:150], ids[:150])
+    index.add(database[150:], ids[150:])  # a second add: ids interleave the first
+    rng = np.random.default_rng(5)
+    asked = np.concatenate([rng.permutation(ids)[:40], ids[[7, 7, 299, 7]]])
+    got = index.get(asked)
+    assert got.dtype == np.uint8 and got.shape == (44, 2)
+    np.testing.assert_array_equal(got, _stored(database, ids, asked))
+    np.testing.assert_array_equal(index.get([int(ids[3])]), database[3:4])
+    assert index.get(np.zeros(0, np.int64)).shape == (0, 2)
+
+
+def test_get_names_unknown_ids(make, data):
+    database, ids, _ = data
+    index = make(16)
+    with pytest.raises(KeyError, match=str(ids[0])):
+        index.get(ids[:1])  # empty index
+    index.add(database[:10], ids[:10])
+    unknown = [int(ids[20]), -5 if -5 not in ids[:10] else 5, PAD_ID]
+    with pytest.raises(KeyError) as caught:
+        index.get([ids[0], unknown[0], ids[1], unknown[1], unknown[2], unknown[0]])
+    message = str(caught.value)
+    assert "3 of the ids asked are not in" in message
+    for i in unknown:
+        assert str(i) in message
+    assert str(int(ids[0])) not in message
+
+
+def test_get_checks_ids_by_the_id_rules(make, data):
+    database, ids, _ = data
+    index = make(16)
+    index.add(database[:5], ids[:5])
+    with pytest.raises(ValueError, match=r"ids must be in -2\*\*63"):
+        index.get([2**63])
+    with pytest.raises(ValueError, match=r"ids must be in -2\*\*63"):
+        index.get(np.array([2**63], np.uint64))
+    with pytest.raises(TypeError, match="integers"):
+        index.get(np.array([1.0]))
+    with pytest.raises(ValueError, match=r"ids must have shape \[n\]"):
+        index.get(ids[:4].reshape(2, 2))
+    with pytest.raises(ValueError, match=r"ids must have shape \[n\]"):
+        index.get(int(ids[0]))
+
