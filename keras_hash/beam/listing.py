@@ -32,6 +32,7 @@ import re
 import numpy as np
 
 from keras_hash import datasets
+from keras_hash.datasets.listing import select_image_paths
 
 ID_RULES = ("hash", "index")
 WILDCARD = re.compile(r"[*?\[]")
@@ -67,12 +68,31 @@ def _glob_root(pattern: str) -> str:
 
 
 def list_glob(pattern: str) -> list[str]:
+    """The files a pattern matches, sorted (shards, dead letters; any name)."""
     if "://" in pattern:
         from apache_beam.io.filesystems import FileSystems
 
         matches = FileSystems.match([pattern])[0].metadata_list
         return sorted(m.path for m in matches)
     return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+
+
+def list_image_glob(pattern: str) -> list[str]:
+    """The images a glob matches, by :mod:`keras_hash.datasets`' listing rule.
+
+    Hidden and system files are skipped with a warning counting them; any
+    other match that is not an image file (``notes.txt``, a folder named
+    ``x.jpg``) is a ``ValueError`` naming it, before the job starts.
+
+    ```python
+    paths = list_image_glob("photos/**/*")
+    ```
+    """
+    if "://" in pattern:
+        matches = list_glob(pattern)
+    else:
+        matches = glob.glob(pattern, recursive=True)
+    return list(select_image_paths(matches, _glob_root(pattern), pattern))
 
 
 def _read_id_csv(csv_path: str) -> tuple[list[str], list[int]]:
@@ -152,7 +172,9 @@ def list_images(images, ids="hash") -> tuple[list[str], np.ndarray]:
         images: a folder (``folder/<class>/*.jpg|png`` as
             :func:`keras_hash.datasets.list_image_paths` lists it: a class
             tree or image files directly in it), a glob pattern (``**`` recurses;
-            ``gs://`` and other Beam file systems too), a CSV (header
+            ``gs://`` and other Beam file systems too; the matches follow the
+            folder's rule: hidden/system files skipped with a warning, any
+            other non-image refused by name), a CSV (header
             ``path,id``: your ids; otherwise ``path,labels`` rows as
             :func:`keras_hash.datasets.read_image_csv` reads them, labels
             unused), or a list of paths.
@@ -183,7 +205,7 @@ def list_images(images, ids="hash") -> tuple[list[str], np.ndarray]:
         elif os.path.isdir(images):
             root, paths = images, list(datasets.list_image_paths(images))
         elif WILDCARD.search(images):
-            root, paths = _glob_root(images), list_glob(images)
+            root, paths = _glob_root(images), list_image_glob(images)
         else:
             raise FileNotFoundError(
                 f"images={images!r} is no folder, CSV file or glob pattern"

@@ -163,6 +163,48 @@ def list_image_paths(directory) -> tuple:
     return paths
 
 
+def select_image_paths(paths, root, where) -> tuple:
+    """The images among matched paths (a glob's matches), by the module's rule.
+
+    A path with a hidden or system component below ``root`` (``.x``,
+    ``Thumbs.db``, ``__MACOSX/...``) is skipped, with one warning counting
+    them; a local folder is not a file and is passed over, unless its name
+    ends in an image extension; anything else that is not an image file
+    (another extension, a folder named like an image, a FIFO) is a
+    ``ValueError`` naming it. URLs are judged by name only.
+
+    ```python
+    matches = glob.glob("photos/**", recursive=True)
+    paths = select_image_paths(matches, "photos", "photos/**")
+    ```
+
+    Returns:
+        the image paths, sorted.
+    """
+    kept, skipped, odd = [], [], []
+    for path in sorted(paths):
+        below = path[len(root) :] if is_url(path) else os.path.relpath(path, root)
+        parts = [part for part in re.split(r"[/\\]", below) if part not in ("", ".")]
+        image_name = path.lower().endswith(IMAGE_EXTENSIONS)
+        folder = not is_url(path) and os.path.isdir(path)
+        if folder and not image_name:
+            continue  # a folder a pattern such as "**" matched: not a file
+        if any(is_system_file(part) for part in parts):
+            skipped.append(path)
+        elif folder or not image_name or not (is_url(path) or os.path.isfile(path)):
+            odd.append(path)
+        else:
+            kept.append(path)
+    if odd:
+        raise ValueError(
+            f"{len(odd)} match(es) of {where!r} are not image files "
+            f"({', '.join(IMAGE_EXTENSIONS)} files): {_some(odd)}; narrow the "
+            "pattern (e.g. '*.jpg') or move them out"
+        )
+    _warn_skipped(where, skipped)
+    return tuple(kept)
+
+
 def _entries(directory, skipped):
     """``(sub-folder names, other entry paths)`` of a folder, system files skipped."""
     if not os.path.isdir(directory):
