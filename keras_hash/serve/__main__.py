@@ -118,14 +118,8 @@ def build(args):
     elif args.images:
         catalog = sources.ImageCatalog.from_source(args.images, args.ids)
     app = create_app(encoder, index, catalog, max_batch=args.max_batch)
-    service = app.state.service
     if catalog is not None and not args.no_check:
-        try:
-            sources.check_catalog(
-                catalog, service.codes_of, encoder.encode, encoder.image_shape
-            )
-        except NotImplementedError:
-            pass  # an index that cannot return codes: nothing to compare
+        sources.check_catalog(catalog, index.get, encoder.encode, encoder.image_shape)
     return app
 
 

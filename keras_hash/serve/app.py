@@ -43,6 +43,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from keras_hash.index.base import BinaryIndex
 from keras_hash.serve.encoder import MAX_PIXELS, Batcher, ImageError, decode_upload
 from keras_hash.serve.sources import ImageCatalog
 
@@ -61,8 +62,9 @@ class SearchService:
             ``.image_shape``, ``.bits``, ``.describe()`` (a
             :class:`~keras_hash.serve.encoder.SavedModelEncoder` or
             :class:`~keras_hash.serve.encoder.TFServingEncoder`).
-        index: any index of the library (``search``, ``range_search``,
-            ``bits``, ``len``).
+        index: any index of the library (a
+            :class:`keras_hash.index.BinaryIndex`: ``search``,
+            ``range_search``, ``get``, ``bits``, ``len``).
         catalog: the image file of each id, or None.
         max_batch: largest encoder batch (1: no batching).
     """
@@ -77,6 +79,11 @@ class SearchService:
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
         max_pixels: int = MAX_PIXELS,
     ):
+        if not isinstance(index, BinaryIndex):
+            raise TypeError(
+                f"index must be an index of keras_hash.index (HammingIndex, "
+                f"IVFHammingIndex, MilvusHammingIndex), got {type(index).__name__}"
+            )
         if encoder.bits != index.bits:
             raise ValueError(
                 f"the model gives {encoder.bits}-bit codes but the index holds "
@@ -86,26 +93,7 @@ class SearchService:
         self.bits = index.bits
         self.batcher = Batcher(encoder.encode, max_batch)
         self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
-        self._snapshot = None
-        if not hasattr(index, "get") and hasattr(index, "codes"):
-            self._snapshot = (index.ids, index.codes)  # read-only service
 
-    def codes_of(self, ids: np.ndarray) -> np.ndarray:
-        """Stored codes of ``ids`` (``KeyError`` naming unknown ones)."""
-        ids = np.asarray(ids, np.int64)
-        if hasattr(self.index, "get"):
-            return self.index.get(ids)
-        if self._snapshot is None:
-            raise NotImplementedError(
-                f"{type(self.index).__name__} cannot return stored codes: search "
-                "by id needs an exact index or Milvus"
-            )
-        known, codes = self._snapshot
-        where = np.minimum(np.searchsorted(known, ids), len(known) - 1)
-        missing = ids[known[where] != ids]
-        if len(missing):
-            raise KeyError(f"ids not in the index: {missing[:10].tolist()}")
-        return codes[where]
 
     def describe(self) -> dict:
         index = {
@@ -319,11 +307,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def _stored_code(service: SearchService, image_id: int) -> np.ndarray:
     try:
-        return service.codes_of(np.asarray([image_id]))[0]
+        return service.index.get(np.asarray([image_id], np.int64))[0]
     except KeyError:
         raise HTTPException(404, f"id {image_id} is not in the index") from None
-    except NotImplementedError as error:
-        raise HTTPException(501, str(error)) from None
 
 
 def _parse_code(text: str, form: str, bits: int) -> np.ndarray:

@@ -228,6 +228,8 @@ def test_upload_size_limit(world):
 def test_bits_mismatch_is_refused(world):
     with pytest.raises(ValueError, match="32-bit codes but the index holds 64"):
         create_app(world["encoder"], keras_hash.HammingIndex(64))
+    with pytest.raises(TypeError, match="got dict"):
+        create_app(world["encoder"], {"bits": 32})
 
 
 async def concurrent_uploads(app, queries, count):
@@ -257,7 +259,7 @@ def test_concurrent_requests_are_batched(world, max_batch):
         assert batches < 24  # requests shared encoder calls
 
 
-def test_ivf_index(world):
+def test_ivf_index(world, tmp_path):
     ivf = keras_hash.index.IVFHammingIndex(BITS, nlist=4)
     ivf.train(world["codes"])
     ivf.add(world["codes"], world["ids"])
@@ -267,13 +269,21 @@ def test_ivf_index(world):
         data = world["queries"][0]
         answer = client.post("/api/search/image?k=8", content=data).json()
         assert got(answer) == want_knn(world, expected_code(world["model"], data), 8)
-        by_id = client.get(f"/api/search/id/{world['ids'][0]}?k=3")
-        if hasattr(ivf, "get"):
-            assert got(by_id.json()) == want_knn(world, world["codes"][:1], 3)
-        else:
-            assert (
-                by_id.status_code == 501 and "cannot return stored codes" in by_id.text
-            )
+        for row in (0, len(world["ids"]) - 1):  # search by id: index.get
+            by_id = client.get(f"/api/search/id/{world['ids'][row]}?k=3")
+            assert by_id.status_code == 200, by_id.text
+            code = world["codes"][row : row + 1]
+            assert got(by_id.json()) == want_knn(world, code, 3)
+            check_bits(by_id.json(), code)
+        unknown = int(world["ids"].max()) + 1
+        missing = client.get(f"/api/search/id/{unknown}?k=3")
+        assert missing.status_code == 404 and str(unknown) in missing.text
+    # after save/load the same answers (the IVF file keeps what get reads)
+    ivf.save(tmp_path / "index.khivf")
+    loaded = keras_hash.index.load(tmp_path / "index.khivf")
+    with TestClient(create_app(world["encoder"], loaded, world["catalog"])) as client:
+        by_id = client.get(f"/api/search/id/{world['ids'][1]}?k=3")
+        assert got(by_id.json()) == want_knn(world, world["codes"][1:2], 3)
 
 
 def fake_tf_serving(saved_model):
