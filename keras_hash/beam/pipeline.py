@@ -18,11 +18,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 
 from keras_hash.beam import shards
 from keras_hash.beam.listing import list_images
 
 LISTING_NAME = "images.jsonl"
+#: Beam's WriteToText staging folders (``beam-temp-errors-<uuid>``).
+BEAM_STAGING = "beam-temp-"
 #: Default rows per shard when ``num_shards`` is not given.
 ROWS_PER_SHARD = 1_000_000
 _MILVUS_SINK_ARGS = ("batch_size", "upsert")
@@ -41,6 +44,7 @@ def _prepare_output(output: str, overwrite: bool) -> None:
             name.startswith(shards.ERRORS_PREFIX + "-")
             and name.endswith(shards.ERRORS_SUFFIX)
         )
+        or name.startswith(BEAM_STAGING)  # a killed run's Beam staging folder
     ]
     if old and not overwrite:
         raise FileExistsError(
@@ -48,7 +52,11 @@ def _prepare_output(output: str, overwrite: bool) -> None:
             "pass overwrite=True (--overwrite) or another folder"
         )
     for name in sorted(old, key=lambda n: n != shards.MANIFEST_NAME):  # manifest 1st
-        os.remove(os.path.join(output, name))
+        path = os.path.join(output, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
 
 
 def _check_milvus(milvus: dict, bits: int) -> None:
