@@ -137,9 +137,10 @@ def write_atomic(path, write) -> None:
     The staging file sits in ``path``'s directory (created if needed) under a
     short name that keeps ``path``'s extension, so writers that check it
     (``model.save_weights`` wants ``.weights.h5``) accept it. If ``write``
-    raises, the staging file is removed and ``path`` is left as it was.
-    Permissions, symlinks and the clean-up of staging files left by killed
-    writers are as the module doc says.
+    raises, the staging file is removed and ``path`` is left as it was (an
+    ``OSError`` with no file name, such as a full disk's, is raised again
+    naming ``path``). Permissions, symlinks and the clean-up of staging
+    files left by killed writers are as the module doc says.
 
     ```python
     write_atomic("run/model.weights.h5", model.save_weights)
@@ -162,6 +163,10 @@ def write_atomic(path, write) -> None:
         write(staging)
         os.chmod(staging, mode)
         os.replace(staging, path)
+    except OSError as error:  # e.g. a full disk: name the file, not the staging one
+        if error.errno is None or error.filename not in (None, staging):
+            raise
+        raise OSError(error.errno, f"{error.strerror} while writing", path) from error
     finally:
         if os.path.lexists(staging):
             os.remove(staging)
