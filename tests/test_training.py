@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import keras
 import numpy as np
@@ -371,3 +372,30 @@ def test_sigkill_during_finish_loses_nothing(tmp_path, point):
 
     files.remove_stale_staging(tmp_path)
     assert [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")] == []
+
+
+class SlowToReturn(keras_hash.HashNet):
+    """A model whose ``fit`` returns 0.5 s after its last callback, as Keras's
+    did for up to 54 s after CIFAR pre-training."""
+
+    def fit(self, *args, **kwargs):
+        history = super().fit(*args, **kwargs)
+        time.sleep(0.5)
+        return history
+
+
+def test_the_wait_for_fit_to_return_is_reported(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(training, "PROGRESS_SECONDS", 0.1)
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, "relu")])
+    model = SlowToReturn(backbone, bits=8)
+    model.build((None, 6))
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    with training.Run(tmp_path, {"lr": 0.05}) as run:
+        run.start()
+        run.fit(model, stream, epochs=1, steps_per_epoch=SPE, phase="warm", verbose=2)
+    lines = capsys.readouterr().out.splitlines()
+    done = [i for i, line in enumerate(lines) if line.startswith("warm: step 6 done")]
+    assert len(done) == 1, lines
+    waits = [x for x in lines[done[0] :] if "still waiting for model.fit" in x]
+    assert 2 <= len(waits) <= 6, lines
