@@ -39,8 +39,9 @@ class HashLayer(keras.layers.Layer):
         beta_schedule: a :class:`keras_hash.schedules.BetaSchedule`, ``"hashnet"``
             (the default: ``HashNetContinuation()``), a positive number (a
             constant ``beta``) or ``None`` (constant 1).
-        kernel_initializer, bias_initializer, kernel_regularizer: as for
-            ``keras.layers.Dense``.
+        kernel_initializer: as for ``keras.layers.Dense``.
+        bias_initializer: as for ``keras.layers.Dense``.
+        kernel_regularizer: as for ``keras.layers.Dense``.
         normalize: batch-normalize ``z`` (a float32 ``BatchNormalization``
             sublayer: statistics of the global batch, across replicas, in
             training; moving ones at inference) before ``tanh``. On by

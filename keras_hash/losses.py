@@ -251,10 +251,14 @@ def dch_loss(
     dissimilar pair cost ``log(1 + gamma * 1e6)``, not infinity.
 
     Args:
-        labels, codes, ref_labels, ref_codes: as in :func:`hashnet_loss`.
+        labels: as in :func:`hashnet_loss`.
+        codes: as in :func:`hashnet_loss`.
+        ref_labels: as in :func:`hashnet_loss`.
+        ref_codes: as in :func:`hashnet_loss`.
         gamma: the Cauchy scale, in bits of distance. Defaults to 20.
         quantization_weight: ``lambda``. Defaults to 0.1.
-        row_offset, total: as in :func:`hashnet_loss`.
+        row_offset: as in :func:`hashnet_loss`.
+        total: as in :func:`hashnet_loss`.
     """
     pair_loss = functools.partial(_cauchy_cross_entropy, gamma=gamma)
     pairing = (row_offset, total, pair_loss, True)
@@ -282,9 +286,13 @@ def dpsh_loss(
     first term is averaged as described in the module docstring.
 
     Args:
-        labels, codes, ref_labels, ref_codes: as in :func:`hashnet_loss`.
+        labels: as in :func:`hashnet_loss`.
+        codes: as in :func:`hashnet_loss`.
+        ref_labels: as in :func:`hashnet_loss`.
+        ref_codes: as in :func:`hashnet_loss`.
         quantization_weight: ``eta``. Defaults to 0.01.
-        row_offset, total: as in :func:`hashnet_loss`.
+        row_offset: as in :func:`hashnet_loss`.
+        total: as in :func:`hashnet_loss`.
     """
     pair_loss = functools.partial(_likelihood, scale=0.5)
     pairing = (row_offset, total, pair_loss, False)
@@ -490,7 +498,8 @@ class HashNetLoss(PairwiseHashLoss):
 
     Args:
         alpha: scale of the inner product. Defaults to ``10 / bits``.
-        reduction, name, dtype: as for any ``keras.losses.Loss``.
+        **kwargs: ``reduction``, ``name``, ``dtype``, as for any
+            ``keras.losses.Loss``.
     """
 
     function = staticmethod(hashnet_loss)
@@ -517,7 +526,8 @@ class DHNLoss(PairwiseHashLoss):
         scale: scale of the inner product. Defaults to 0.5 (the paper's).
         quantization_weight: ``lambda``. Defaults to 0.1 (the paper
             cross-validated 1e-5 to 100).
-        reduction, name, dtype: as for any ``keras.losses.Loss``.
+        **kwargs: ``reduction``, ``name``, ``dtype``, as for any
+            ``keras.losses.Loss``.
     """
 
     function = staticmethod(dhn_loss)
@@ -557,7 +567,8 @@ class DCHLoss(PairwiseHashLoss):
             ``gamma`` by validation); in bits, so one value serves 16 to 64
             bits.
         quantization_weight: ``lambda``. Defaults to 0.1, the paper's.
-        reduction, name, dtype: as for any ``keras.losses.Loss``.
+        **kwargs: ``reduction``, ``name``, ``dtype``, as for any
+            ``keras.losses.Loss``.
     """
 
     function = staticmethod(dch_loss)
@@ -591,7 +602,8 @@ class DPSHLoss(PairwiseHashLoss):
             are ``tanh`` outputs (the paper's ``u`` is linear and needs the
             regulariser to stay bounded), so a larger weight would only make
             the bits saturate sooner.
-        reduction, name, dtype: as for any ``keras.losses.Loss``.
+        **kwargs: ``reduction``, ``name``, ``dtype``, as for any
+            ``keras.losses.Loss``.
     """
 
     function = staticmethod(dpsh_loss)
@@ -625,7 +637,8 @@ class CSQLoss(HashLoss):
         bits: the code length K.
         seed: seed of random centres and of the tie-breaking vector.
         quantization_weight: ``lambda``. Defaults to 1e-4, the paper's.
-        reduction, name, dtype: as for any ``keras.losses.Loss``.
+        **kwargs: ``reduction``, ``name``, ``dtype``, as for any
+            ``keras.losses.Loss``.
     """
 
     loss_name = "csq_loss"
