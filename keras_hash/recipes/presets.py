@@ -214,7 +214,7 @@ PRESETS = {
 }
 
 #: What ``--quick`` changes in a preset with cached features (the default):
-#: a smoke run of under 5 minutes on a 2-core CPU that shows the method
+#: a smoke run of 5-6 minutes on a busy 2-core CPU that shows the method
 #: working: whitened_cnn pre-trained 2 epochs on 30,000 images at 24x24,
 #: the hash layer on 5,000 cached features, 1,000 queries against 25,000
 #: database images (mAP@1000 about 0.6, chance 0.1; docs/results.md).
