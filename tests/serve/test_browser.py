@@ -100,6 +100,19 @@ def grid(browser):
     ]
 
 
+def status_says(browser, text):
+    """Waits until the newest search is drawn and its status line holds ``text``."""
+    from selenium.webdriver.common.by import By
+
+    wait_for(
+        browser,
+        lambda d: (
+            d.find_element(By.ID, "results").get_attribute("data-state") == "done"
+            and text in d.find_element(By.ID, "status").text
+        ),
+    )
+
+
 def want(world, code, k):
     distances, ids = reference.knn(world["codes"], world["ids"], code, k)
     return [(str(i), int(d)) for d, i in zip(distances[0], ids[0], strict=True)]
@@ -145,6 +158,7 @@ def test_upload_click_and_controls(server, browser, world, tmp_path):
     target_id = target.get_attribute("data-id")
     browser.execute_script("document.getElementById('results').dataset.state = ''")
     target.click()
+    status_says(browser, f"of id {target_id}")
     position = int(np.flatnonzero(world["ids"] == int(target_id))[0])
     assert grid(browser) == want(world, world["codes"][position : position + 1], 24)
     assert grid(browser)[0] == (target_id, 0)
@@ -155,12 +169,14 @@ def test_upload_click_and_controls(server, browser, world, tmp_path):
     k.clear()
     k.send_keys("5")
     browser.execute_script("arguments[0].dispatchEvent(new Event('change'))", k)
+    status_says(browser, "5 nearest codes")
     assert grid(browser) == want(world, world["codes"][position : position + 1], 5)
     radius = browser.find_element(By.ID, "radius")
     radius.clear()
     radius.send_keys("12")
     browser.execute_script("document.getElementById('results').dataset.state = ''")
     browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=radius]").click()
+    status_says(browser, "within radius 12")
     lims, distances, ids = reference.range_search(
         world["codes"], world["ids"], world["codes"][position : position + 1], 12
     )

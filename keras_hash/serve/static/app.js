@@ -4,6 +4,7 @@
 const $ = (id) => document.getElementById(id);
 let info = null;
 let lastQuery = null; // () => Promise, re-run when k or radius changes
+let generation = 0; // only the newest search may draw: older answers are dropped
 
 function params() {
   const radiusMode = document.querySelector("input[name=mode]:checked").value === "radius";
@@ -88,10 +89,14 @@ function showResults(answer) {
 
 function run(query) {
   lastQuery = query;
+  const mine = ++generation;
   $("results").dataset.state = "loading";
   $("status").textContent = "searching…";
   $("status").className = "";
-  query().then(showResults).catch((error) => {
+  query().then((answer) => {
+    if (mine === generation) showResults(answer);
+  }).catch((error) => {
+    if (mine !== generation) return;
     $("results").dataset.state = "error";
     showError(error.message);
   });
@@ -134,7 +139,8 @@ function setup() {
     if (e.key === "Enter") { e.preventDefault(); searchCode($("code").value); }
   });
   for (const input of document.querySelectorAll("#controls input[type=number], input[name=mode]")) {
-    input.addEventListener("change", () => { if (lastQuery) run(lastQuery); });
+    // An emptied number field is a user still typing, not a search.
+    input.addEventListener("change", () => { if (lastQuery && input.value !== "") run(lastQuery); });
   }
   call("api/info").then((answer) => {
     info = answer;
