@@ -16,13 +16,11 @@ python examples/encode_images_tflite.py --tflite=hashnet_int8.tflite \\
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from absl import app, flags
 
-from keras_hash import HammingIndex, datasets
-from keras_hash.export import TFLiteEncoder
+from keras_hash import HammingIndex
+from keras_hash.export import TFLiteEncoder, read_images
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("tflite", None, "A .tflite file from keras_hash.export.")
@@ -32,18 +30,6 @@ flags.DEFINE_string("queries", None, "Folder of query images to search, optional
 flags.DEFINE_integer("k", 5, "Neighbours per query.")
 flags.DEFINE_integer("num_threads", None, "LiteRT interpreter threads.")
 flags.mark_flags_as_required(["tflite", "images"])
-
-
-def read_images(directory: str, image_shape) -> tuple:
-    """``(float32 [N, H, W, C] raw pixels 0..255, names relative to directory)``."""
-    height, width, channels = image_shape
-    paths = datasets.list_image_paths(directory)
-    images = [
-        datasets.resize_image(datasets.read_image(path, channels), (height, width))
-        for path in paths
-    ]
-    names = [os.path.relpath(path, directory) for path in paths]
-    return np.stack([np.asarray(image, np.float32) for image in images]), names
 
 
 def main(argv):
